@@ -1,0 +1,50 @@
+"""scalr_queue: background jobs for containerized FastAPI apps, a thin opinionated layer over arq."""
+
+from importlib.metadata import version as _version
+
+from arq.worker import Retry
+
+from .client import Client, Job, JobStatus, close, enqueue
+from .exceptions import (
+    ConfigError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+    NonRetryableError,
+    RedisUnavailableError,
+    ScalrQueueError,
+    SerializationError,
+    TaskArgumentsError,
+    TaskError,
+    UnknownTaskError,
+    WorkerSettingsError,
+)
+from .logs import configure_logging
+from .tasks import Task, task
+
+__version__ = _version("scalr_queue")
+
+__all__ = [
+    "Client",
+    "ConfigError",
+    "Job",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobStatus",
+    "JobTimeoutError",
+    "NonRetryableError",
+    "RedisUnavailableError",
+    "Retry",
+    "ScalrQueueError",
+    "SerializationError",
+    "Task",
+    "TaskArgumentsError",
+    "TaskError",
+    "UnknownTaskError",
+    "WorkerSettingsError",
+    "__version__",
+    "close",
+    "configure_logging",
+    "enqueue",
+    "task",
+]

@@ -1,0 +1,284 @@
+"""The producer side: ``enqueue`` and ``Job``, on one shared connection pool per running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.commands.core import AsyncScript
+
+from . import inline, keys, wire
+from .config import Settings, get_settings
+from .connection import create_redis, redis_call
+from .exceptions import (
+    JobFailedError,
+    JobNotFoundError,
+    TaskArgumentsError,
+)
+from .tasks import Task, as_task, registry_for
+
+ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expires", "_job_try")
+EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
+
+# arq's enqueue_job in one round trip: refuse an id whose job or result exists, else store and queue it.
+_ENQUEUE_LUA = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+class JobStatus(StrEnum):
+    """Where a job is; ``failed`` is a finished job whose last try did not succeed."""
+
+    queued = "queued"
+    deferred = "deferred"
+    in_progress = "in_progress"
+    complete = "complete"
+    failed = "failed"
+    not_found = "not_found"
+
+
+class Client:
+    """Owns one Redis pool and enqueues through it; the module-level ``enqueue`` uses one per event loop."""
+
+    def __init__(self, settings: Settings | None = None, *, redis: ArqRedis | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._redis = redis
+        self._enqueue_script: AsyncScript | None = None
+
+    @property
+    def redis(self) -> ArqRedis:
+        if self._redis is None:
+            self._redis = create_redis(self.settings)
+        return self._redis
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis, self._enqueue_script = self._redis, None, None
+            await redis.aclose(close_connection_pool=True)
+
+    def job(self, job_id: str, queue: str | None = None) -> Job:
+        return Job(job_id, queue, client=self)
+
+    def resolve(self, task: str | Callable[..., Any]) -> tuple[str, Task[..., Any] | None]:
+        """The task name and, where known, the task itself (passed in, or from ``SCALR_QUEUE_TASKS``)."""
+        if not isinstance(task, str):
+            resolved = as_task(task)
+            return resolved.name, resolved
+        if self.settings.tasks:
+            return task, registry_for(self.settings.tasks).get(task)
+        return task, None
+
+    async def enqueue(
+        self,
+        task: str | Callable[..., Any],
+        /,
+        *,
+        _job_id: str | None = None,
+        _queue_name: str | None = None,
+        _defer_until: datetime | None = None,
+        _defer_by: float | timedelta | None = None,
+        _expires: float | timedelta | None = None,
+        _job_try: int | None = None,
+        **kwargs: Any,
+    ) -> Job | None:
+        """Queue ``task`` with keyword arguments; None when a job with ``_job_id`` already exists."""
+        name, known = self.resolve(task)
+        _reject_unknown_options(kwargs, known)
+        if known is not None:
+            known.signature.check(kwargs)
+        if _defer_until is not None and _defer_by is not None:
+            raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
+        queue = _queue_name or (known.options.queue if known else None) or self.settings.name
+        job_id = _job_id or uuid.uuid4().hex
+        now_ms = int(time.time() * 1000)
+        payload = wire.job_payload(name, kwargs, _job_try, now_ms)
+        if self.settings.mode == "sync":
+            return await inline.run(self, name, known, payload, job_id, queue)
+        score = now_ms
+        if _defer_until is not None:
+            score = int(_defer_until.timestamp() * 1000)
+        elif _defer_by is not None:
+            score = now_ms + _to_ms(_defer_by)
+        expires_ms = _to_ms(_expires) if _expires is not None else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
+        queue_key = keys.queue_key(queue)
+        async with redis_call(self.settings):
+            if self._enqueue_script is None:
+                self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
+            created = await self._enqueue_script(
+                keys=[keys.job_key(job_id), keys.result_key(job_id), queue_key],
+                args=[expires_ms, payload, score, job_id],
+            )
+        return Job(job_id, queue, client=self) if created else None
+
+
+class Job:
+    """A handle on one job; ``Job(job_id)`` rebuilds it from an id (say, one a client sent back)."""
+
+    __slots__ = ("_client", "job_id", "queue")
+
+    def __init__(self, job_id: str, queue: str | None = None, *, client: Client | None = None) -> None:
+        self.job_id = job_id
+        self.queue = keys.queue_name(queue) if queue else None
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<Job {self.job_id} queue={self.queue or 'default'}>"
+
+    @property
+    def client(self) -> Client:
+        return self._client or default_client()
+
+    async def status(self) -> JobStatus:
+        client = self.client
+        if client.settings.mode == "sync":
+            outcome = inline.outcome(self.job_id)
+            if outcome is None:
+                return JobStatus.not_found
+            return JobStatus.complete if outcome.success else JobStatus.failed
+        queue_key = keys.queue_key(self.queue or client.settings.name)
+        async with redis_call(client.settings), client.redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.result_key(self.job_id))
+            pipe.exists(keys.in_progress_key(self.job_id))
+            pipe.zscore(queue_key, self.job_id)
+            result, in_progress, score = await pipe.execute()
+        if result is not None:
+            return JobStatus.complete if wire.loads(result).get("s") else JobStatus.failed
+        if in_progress:
+            return JobStatus.in_progress
+        if score is not None:
+            return JobStatus.deferred if score > time.time() * 1000 else JobStatus.queued
+        return JobStatus.not_found
+
+    async def info(self) -> dict[str, Any] | None:
+        """The stored result record if finished, else the queued job record; None if Redis has neither."""
+        client = self.client
+        if client.settings.mode == "sync":
+            outcome = inline.outcome(self.job_id)
+            return outcome.record if outcome else None
+        async with redis_call(client.settings):
+            raw = await client.redis.get(keys.result_key(self.job_id)) or await client.redis.get(
+                keys.job_key(self.job_id)
+            )
+        return wire.loads(raw) if raw else None
+
+    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.2) -> Any:
+        """Wait for the job and return its result (JSON data); raise JobFailedError if it failed.
+
+        Raises TimeoutError after ``timeout`` seconds, JobNotFoundError if Redis knows nothing of the job.
+        """
+        client = self.client
+        if client.settings.mode == "sync":
+            outcome = inline.outcome(self.job_id)
+            if outcome is None:
+                raise JobNotFoundError(f"no job {self.job_id} ran in this process (SCALR_QUEUE_MODE=sync)")
+            return _unpack_result(self.job_id, outcome.record)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            async with redis_call(client.settings), client.redis.pipeline(transaction=True) as pipe:
+                pipe.get(keys.result_key(self.job_id))
+                pipe.exists(keys.job_key(self.job_id))
+                raw, exists = await pipe.execute()
+            if raw is not None:
+                return _unpack_result(self.job_id, wire.loads(raw))
+            if not exists:
+                raise JobNotFoundError(
+                    f"job {self.job_id} is not queued, running or finished with a kept result "
+                    "(never enqueued, or its result expired)"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job_id} did not finish within {timeout:g} s")
+            wait = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, poll_interval)
+
+
+def _unpack_result(job_id: str, record: dict[str, Any]) -> Any:
+    if record.get("s"):
+        return record.get("r")
+    error = record.get("r")
+    if isinstance(error, dict):
+        raise JobFailedError(
+            job_id, str(error.get("type")), str(error.get("message", "")), error.get("traceback")
+        )
+    raise JobFailedError(job_id, "Error", str(error))
+
+
+def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None) -> None:
+    """A misspelt ``_defer_by`` would otherwise reach the task as an argument."""
+    for name in kwargs:
+        if name.startswith("_") and not (known and name in known.signature.names):
+            close = difflib.get_close_matches(name, ENQUEUE_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TaskArgumentsError(
+                f"unknown enqueue option {name!r}{hint} (options are {', '.join(ENQUEUE_OPTIONS[:-1])})"
+            )
+
+
+def _to_ms(value: float | timedelta) -> int:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return round(seconds * 1000)
+
+
+# One default client per running event loop: pools must not cross loops (pytest, TestClient, scripts).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+
+
+def default_client() -> Client:
+    """The client of the running event loop, created on first use from the settings."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = Client()
+    return client
+
+
+def set_default_client(client: Client) -> None:
+    """Make ``client`` the one module-level ``enqueue`` uses on the running loop (FastAPI's lifespan does)."""
+    _clients[asyncio.get_running_loop()] = client
+
+
+async def close() -> None:
+    """Close the running loop's default pool; the next enqueue opens a new one."""
+    loop = asyncio.get_running_loop()
+    client = _clients.pop(loop, None)
+    if client is not None:
+        await client.close()
+
+
+async def enqueue(
+    task: str | Callable[..., Any],
+    /,
+    *,
+    _job_id: str | None = None,
+    _queue_name: str | None = None,
+    _defer_until: datetime | None = None,
+    _defer_by: float | timedelta | None = None,
+    _expires: float | timedelta | None = None,
+    **kwargs: Any,
+) -> Job | None:
+    """Queue a job by task name or function; returns its Job, or None if ``_job_id`` already exists.
+
+    Arguments are keyword-only JSON-able values. A value that is not JSON-able, an unknown task (with
+    ``SCALR_QUEUE_TASKS`` set or a function passed) or arguments that do not fit the task raise at once.
+    """
+    return await default_client().enqueue(
+        task,
+        _job_id=_job_id,
+        _queue_name=_queue_name,
+        _defer_until=_defer_until,
+        _defer_by=_defer_by,
+        _expires=_expires,
+        **kwargs,
+    )

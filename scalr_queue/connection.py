@@ -1,0 +1,73 @@
+"""Connections to Redis: one pool from ``REDIS_URL``, with bounded waits and errors that say what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import keys, wire
+from .config import Settings, redact_url
+from .exceptions import RedisUnavailableError
+
+# Errors that mean "Redis is not there right now", as opposed to a bad command.
+REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def create_redis(settings: Settings, *, socket_timeout: float | None = None, **pool_kwargs: Any) -> ArqRedis:
+    """A lazily connecting client for ``settings.redis_url``; nothing is sent until the first command.
+
+    A dropped connection (a Redis restart) is retried twice with a short backoff before an error surfaces.
+    """
+    pool = ConnectionPool.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout if socket_timeout is None else socket_timeout,
+        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **pool_kwargs,
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=wire.dumps,
+        job_deserializer=wire.loads,
+        default_queue_name=keys.queue_key(settings.name),
+    )
+
+
+def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError:
+    reason = str(exc) or type(exc).__name__
+    return RedisUnavailableError(
+        f"cannot reach Redis at {redact_url(settings.redis_url)} ({reason}); "
+        "check that Redis is running and that REDIS_URL points at it"
+    )
+
+
+@contextlib.asynccontextmanager
+async def redis_call(settings: Settings) -> AsyncIterator[None]:
+    """Bound the enclosed Redis work by ``redis_timeout`` and turn "Redis is down" into RedisUnavailableError."""
+    try:
+        async with asyncio.timeout(settings.redis_timeout):
+            yield
+    except REDIS_DOWN_ERRORS as exc:
+        raise unavailable(settings, exc) from exc
+
+
+async def redis_info(redis: ArqRedis) -> dict[str, Any]:
+    """The server section of INFO (version, mode, ...)."""
+    info: dict[str, Any] = await redis.info(section="server")
+    return info

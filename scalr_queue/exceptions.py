@@ -1,0 +1,76 @@
+"""Every error scalr_queue raises derives from one base, so callers can catch them together.
+
+ScalrQueueError
+├── ConfigError (ValueError)              a setting is wrong; the message names the variable
+│   └── WorkerSettingsError               a worker module exports nothing runnable, or a setting arq does not know
+├── RedisUnavailableError (ConnectionError)  Redis did not answer in time; the URL is shown without its password
+├── TaskError
+│   ├── UnknownTaskError (LookupError)    a task name nobody registered; the message suggests the closest
+│   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments, with the task's signature
+├── SerializationError (ValueError)       an argument or a result that is not JSON-able
+├── JobNotFoundError (LookupError)        no job, result or queue entry with that id
+├── JobFailedError                        Job.result() of a job that ended in failure
+├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
+└── NonRetryableError                     raise it in a task to fail the job at once
+"""
+
+from __future__ import annotations
+
+
+class ScalrQueueError(Exception):
+    """Base of every scalr_queue error."""
+
+
+class ConfigError(ScalrQueueError, ValueError):
+    """A setting has a value scalr_queue cannot use; raised at start-up, never papered over with a default."""
+
+
+class WorkerSettingsError(ConfigError):
+    """The worker module does not export what a worker needs, or its WorkerSettings holds an unknown name."""
+
+
+class RedisUnavailableError(ScalrQueueError, ConnectionError):
+    """Redis could not be reached within the configured time."""
+
+
+class TaskError(ScalrQueueError):
+    """A task reference or its arguments do not match what the worker runs."""
+
+
+class UnknownTaskError(TaskError, LookupError):
+    """No registered task has this name."""
+
+
+class TaskArgumentsError(TaskError, TypeError):
+    """The arguments do not fit the task's signature."""
+
+
+class SerializationError(ScalrQueueError, ValueError):
+    """A value cannot be written as JSON, the only format scalr_queue puts in Redis."""
+
+
+class JobNotFoundError(ScalrQueueError, LookupError):
+    """Redis holds nothing for this job id: never enqueued, or its result has expired."""
+
+
+class JobFailedError(ScalrQueueError):
+    """The job ended without success; carries the error the task raised, as recorded by the worker."""
+
+    def __init__(self, job_id: str, error_type: str, message: str, traceback: str | None = None) -> None:
+        self.job_id = job_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(
+            f"job {job_id} failed: {error_type}: {message}"
+            if message
+            else f"job {job_id} failed: {error_type}"
+        )
+
+
+class JobTimeoutError(ScalrQueueError, TimeoutError):
+    """A try of a job ran longer than its timeout and was cancelled."""
+
+
+class NonRetryableError(ScalrQueueError):
+    """Raise this from a task to fail the job at once, without further tries."""

@@ -1,0 +1,173 @@
+"""Per-worker liveness: each worker beats every few seconds with a short expiry; the probe asks for a live one.
+
+arq keeps one health key per queue that lives an hour and is deleted when any worker exits, so a dead
+worker looks healthy for an hour and a clean stop makes live siblings look dead. Here each worker owns its
+own record (``arq:worker:<id>``, JSON) and its own member of ``arq:workers:<queue>`` scored by the moment
+its heartbeat runs out; nobody else touches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from . import keys
+from .config import Settings
+from .connection import REDIS_DOWN_ERRORS, create_redis, redis_call
+from .exceptions import RedisUnavailableError
+from .execution import WorkerState
+from .logs import get_logger
+
+log = get_logger("scalr_queue.health")
+
+MISSED_BEATS = 3  # a worker is dead once this many heartbeats are missing
+STALE_RECORD_MS = 3_600_000  # dead members are swept from the set after an hour
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Heartbeat:
+    """Writes this worker's record every ``interval`` seconds until stopped, then removes it."""
+
+    def __init__(self, redis: ArqRedis, state: WorkerState, interval: float) -> None:
+        self.redis = redis
+        self.state = state
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.interval * MISSED_BEATS * 1000)
+
+    def record(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "worker_id": s.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": keys.queue_name(s.queue),
+            "tasks": s.tasks,
+            "started_at": s.started_at,
+            "beat_at": time.time(),
+            "running": [{"job_id": job_id, "task": name} for job_id, name in s.running.items()],
+            "succeeded": s.succeeded,
+            "failed": s.failed,
+            "retried": s.retried,
+        }
+
+    async def beat(self) -> None:
+        now_ms = int(time.time() * 1000)
+        workers = keys.workers_key(self.state.queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.worker_key(self.state.worker_id), json.dumps(self.record()), px=self.ttl_ms)
+            pipe.zadd(workers, {self.state.worker_id: now_ms + self.ttl_ms})
+            pipe.zremrangebyscore(workers, "-inf", now_ms - STALE_RECORD_MS)
+            await pipe.execute()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("heartbeat_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(self.interval)
+
+    async def start(self) -> None:
+        await self.beat()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="scalr_queue heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.worker_key(self.state.worker_id))
+                pipe.zrem(keys.workers_key(self.state.queue), self.state.worker_id)
+                await pipe.execute()
+
+
+@dataclass
+class HealthReport:
+    """What the probe found for one queue."""
+
+    queue: str
+    host: str
+    any_host: bool
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    queued: int = 0
+    deferred: int = 0
+    error: str | None = None
+
+    @property
+    def serving(self) -> list[dict[str, Any]]:
+        """The live workers that count: all of them with ``any_host``, else those on this host."""
+        return [w for w in self.workers if self.any_host or w.get("host") == self.host]
+
+    @property
+    def healthy(self) -> bool:
+        return self.error is None and bool(self.serving)
+
+    def lines(self) -> list[str]:
+        if self.error:
+            return [f"unhealthy: {self.error}"]
+        where = "" if self.any_host else f" on host {self.host}"
+        head = (
+            f"healthy: {len(self.serving)} live worker(s){where} serve queue {self.queue!r}"
+            if self.healthy
+            else f"unhealthy: no live worker{where} serves queue {self.queue!r}"
+            + (f" ({len(self.workers)} live elsewhere)" if self.workers else "")
+        )
+        out = [head, f"queue {self.queue!r}: {self.queued} queued, {self.deferred} deferred"]
+        for w in self.serving:
+            running = ", ".join(f"{r['task']}({r['job_id']})" for r in w.get("running", []))
+            out.append(
+                f"worker {w['worker_id']}: {len(w.get('running', []))} in progress"
+                + (f" [{running}]" if running else "")
+                + f", {w.get('succeeded', 0)} succeeded, {w.get('failed', 0)} failed,"
+                f" last beat {time.time() - w.get('beat_at', 0):.1f}s ago"
+            )
+        return out
+
+
+async def live_workers(redis: ArqRedis, queue: str) -> list[dict[str, Any]]:
+    """The heartbeat records of the workers whose heartbeat has not run out."""
+    now_ms = int(time.time() * 1000)
+    ids = await redis.zrangebyscore(keys.workers_key(queue), now_ms, "+inf")
+    if not ids:
+        return []
+    records = await redis.mget([keys.worker_key(i.decode()) for i in ids])
+    return [json.loads(r) for r in records if r]
+
+
+async def check(settings: Settings, queue: str, *, any_host: bool = False) -> HealthReport:
+    """Probe Redis for a live worker serving ``queue``; never waits longer than ``redis_timeout``."""
+    report = HealthReport(queue=keys.queue_name(queue), host=socket.gethostname(), any_host=any_host)
+    redis = create_redis(settings)
+    try:
+        async with redis_call(settings):
+            report.workers = await live_workers(redis, queue)
+            now_ms = int(time.time() * 1000)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zcount(keys.queue_key(queue), "-inf", now_ms)
+                pipe.zcount(keys.queue_key(queue), f"({now_ms}", "+inf")
+                report.queued, report.deferred = await pipe.execute()
+    except RedisUnavailableError as exc:
+        report.error = str(exc)
+    finally:
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
+            await redis.aclose(close_connection_pool=True)
+    return report

@@ -1,0 +1,63 @@
+"""Every Redis key scalr_queue reads or writes, in one place (docs/redis-keys.md is tested against it).
+
+arq's own keys stay as arq names them, so a plain arq worker and scalr_queue share one data model.
+"""
+
+from __future__ import annotations
+
+from arq.constants import (
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+QUEUE_PREFIX = "arq:queue:"
+JOB_PREFIX = job_key_prefix
+RESULT_PREFIX = result_key_prefix
+IN_PROGRESS_PREFIX = in_progress_key_prefix
+RETRY_PREFIX = retry_key_prefix
+WORKERS_PREFIX = "arq:workers:"
+WORKER_PREFIX = "arq:worker:"
+
+
+def queue_key(name: str) -> str:
+    """The sorted set of a logical queue: ``default`` -> ``arq:queue:default``; a full key passes unchanged."""
+    return name if name.startswith(QUEUE_PREFIX) else QUEUE_PREFIX + name
+
+
+def queue_name(key: str) -> str:
+    """The logical name of a queue key: ``arq:queue:default`` -> ``default``."""
+    return key.removeprefix(QUEUE_PREFIX)
+
+
+def job_key(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def result_key(job_id: str) -> str:
+    return RESULT_PREFIX + job_id
+
+
+def in_progress_key(job_id: str) -> str:
+    return IN_PROGRESS_PREFIX + job_id
+
+
+def retry_key(job_id: str) -> str:
+    return RETRY_PREFIX + job_id
+
+
+def workers_key(queue: str) -> str:
+    """Sorted set of the workers serving a queue, scored by the time (ms) their heartbeat runs out."""
+    return WORKERS_PREFIX + queue_name(queue)
+
+
+def worker_key(worker_id: str) -> str:
+    """One worker's heartbeat record (JSON), expiring soon after the worker stops beating."""
+    return WORKER_PREFIX + worker_id
+
+
+def arq_health_check_key(queue: str) -> str:
+    """arq's own shared health key, kept fresh so that ``arq --check`` works too."""
+    return queue_key(queue) + health_check_key_suffix

@@ -1,0 +1,5 @@
+def not_async(ctx: dict) -> None:
+    return None
+
+
+tasks = [not_async]
