@@ -76,7 +76,10 @@ def job_coroutine(task: Task[..., Any], default_timeout_s: float) -> WorkerCorou
                     raise ArgumentsRejectedError(str(exc)) from None
                 async with asyncio.timeout(timeout_s) as deadline:
                     result = await task.fn(ctx, **values)
-                jsonable = wire.to_jsonable(result)
+                try:
+                    jsonable = wire.to_jsonable(result, what=f"the result of task {task.name!r}")
+                except SerializationError as exc:
+                    raise ResultNotSerializableError(str(exc)) from None
             except Retry as exc:
                 if state:
                     state.retried += 1

@@ -68,11 +68,18 @@ async def web_side() -> None:
 def main() -> int:
     with RedisServer() as redis:
         say("demo", f"redis-server {redis.binary} on {redis.url}")
-        env = {**os.environ, "REDIS_URL": redis.url, "SCALR_QUEUE_LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "REDIS_URL": redis.url,
+            "SCALR_QUEUE_LOG_FORMAT": "console",
+            "PYTHONUNBUFFERED": "1",
+        }
         os.environ["REDIS_URL"] = redis.url
         command = [sys.executable, "-m", "scalr_queue.worker", "examples.demo_tasks"]
         say("demo", "starting the worker: " + " ".join(command[1:]))
-        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        worker = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         started = threading.Event()
         reader = threading.Thread(target=follow, args=(worker, started), daemon=True)
         reader.start()

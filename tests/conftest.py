@@ -113,7 +113,9 @@ class WorkerProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool] | str, timeout: float = 20) -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool] | str, timeout: float = 20
+    ) -> dict[str, Any]:
         """The first log event matching ``predicate`` (an event name or a function), waiting for it."""
         match = (lambda e: e.get("event") == predicate) if isinstance(predicate, str) else predicate
         deadline = time.monotonic() + timeout
@@ -148,6 +150,8 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -155,7 +159,9 @@ def spawn() -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``python -m <module> args...`` with the test's environment and JSON logs; all stopped at the end."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, module: str = "scalr_queue.worker") -> WorkerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, module: str = "scalr_queue.worker"
+    ) -> WorkerProcess:
         full_env = {**os.environ, "SCALR_QUEUE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **(env or {})}
         process = WorkerProcess([sys.executable, "-m", module, *args], full_env)
         started.append(process)
@@ -166,7 +172,9 @@ def spawn() -> Iterator[Callable[..., WorkerProcess]]:
         process.stop()
 
 
-def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_command(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run a command to completion with the test's environment."""
     return subprocess.run(
         list(args),

@@ -11,8 +11,16 @@ import pytest
 import redis.asyncio
 
 import scalr_queue
-from scalr_queue import Job, JobNotFoundError, JobStatus, RedisUnavailableError, TaskArgumentsError, UnknownTaskError
-from scalr_queue import SerializationError, enqueue
+from scalr_queue import (
+    Job,
+    JobNotFoundError,
+    JobStatus,
+    RedisUnavailableError,
+    SerializationError,
+    TaskArgumentsError,
+    UnknownTaskError,
+    enqueue,
+)
 from scalr_queue.config import reset_settings
 from tests.apps import basic
 
@@ -37,7 +45,8 @@ async def test_duplicate_job_id_returns_none(redis: redis.asyncio.Redis, queue: 
     """As in arq, a second enqueue with the same _job_id is refused with None."""
     first = await enqueue("add", x=1, y=2, _job_id="invoice:7")
     second = await enqueue("add", x=1, y=2, _job_id="invoice:7")
-    assert first is not None and first.job_id == "invoice:7"
+    assert first is not None
+    assert first.job_id == "invoice:7"
     assert second is None
     assert await redis.zcard(f"arq:queue:{queue}") == 1
 
@@ -45,7 +54,8 @@ async def test_duplicate_job_id_returns_none(redis: redis.asyncio.Redis, queue: 
 async def test_queue_name_maps_to_arq_key(redis: redis.asyncio.Redis) -> None:
     """_queue_name='bulk' lands in arq:queue:bulk."""
     job = await enqueue("add", x=1, y=2, _queue_name="bulk")
-    assert job is not None and job.queue == "bulk"
+    assert job is not None
+    assert job.queue == "bulk"
     assert await redis.zscore("arq:queue:bulk", job.job_id) is not None
     assert await job.status() is JobStatus.queued
     await redis.zrem("arq:queue:bulk", job.job_id)
@@ -85,13 +95,15 @@ async def test_enqueue_by_function_checks_signature(redis: redis.asyncio.Redis, 
         await enqueue(basic.add, x="one", y=2)
     assert await redis.zcard(f"arq:queue:{queue}") == 0
     job = await enqueue(basic.add, x=1, y=2)
-    assert job is not None and json.loads(await redis.get(f"arq:job:{job.job_id}"))["f"] == "add"
+    assert job is not None
+    assert json.loads(await redis.get(f"arq:job:{job.job_id}"))["f"] == "add"
 
 
 async def test_task_options_route_to_their_queue(redis: redis.asyncio.Redis) -> None:
     """@task(queue='bulk', name='rebuild') sends the job to arq:queue:bulk under its own name."""
     job = await enqueue(basic.rebuild_report, report_id=3)
-    assert job is not None and job.queue == "bulk"
+    assert job is not None
+    assert job.queue == "bulk"
     assert json.loads(await redis.get(f"arq:job:{job.job_id}"))["f"] == "rebuild"
     await redis.zrem("arq:queue:bulk", job.job_id)
 
@@ -113,7 +125,9 @@ async def test_unknown_names_pass_without_scalr_queue_tasks() -> None:
     assert await enqueue("not_registered_anywhere") is not None
 
 
-async def test_value_that_is_not_json_fails_at_enqueue_naming_the_argument(redis: redis.asyncio.Redis, queue: str) -> None:
+async def test_value_that_is_not_json_fails_at_enqueue_naming_the_argument(
+    redis: redis.asyncio.Redis, queue: str
+) -> None:
     """Nothing is written when an argument cannot be JSON."""
     with pytest.raises(SerializationError, match="argument 'payload' of task 'untyped' is not JSON-able"):
         await enqueue("untyped", value=1, payload=object())

@@ -33,7 +33,14 @@ async def add(ctx: dict, x: int, y: int) -> int:
 
 
 async def describe(
-    ctx: dict, when: datetime, day: date, ident: UUID, amount: Decimal, colour: Colour, invoice: Invoice, tags: set[str]
+    ctx: dict,
+    when: datetime,
+    day: date,
+    ident: UUID,
+    amount: Decimal,
+    colour: Colour,
+    invoice: Invoice,
+    tags: set[str],
 ) -> dict:
     """Reports the type each argument arrived as, to prove the JSON round trip rebuilt it."""
     return {
@@ -87,4 +94,16 @@ async def rebuild_report(ctx: dict, report_id: int) -> str:
     return f"rebuilt {report_id}"
 
 
-tasks = [add, describe, untyped, boom, give_up, unserializable, log_inside, retry_once, sleep, too_slow, rebuild_report]
+tasks = [
+    add,
+    describe,
+    untyped,
+    boom,
+    give_up,
+    unserializable,
+    log_inside,
+    retry_once,
+    sleep,
+    too_slow,
+    rebuild_report,
+]
