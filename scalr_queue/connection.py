@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -51,6 +52,11 @@ def create_redis(settings: Settings, *, socket_timeout: float | None = None, **p
 
 def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError:
     reason = str(exc) or type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        return RedisUnavailableError(
+            f"Redis at {redact_url(settings.redis_url)} refused the credentials ({reason.rstrip('.')}); "
+            "check the user and password in REDIS_URL"
+        )
     return RedisUnavailableError(
         f"cannot reach Redis at {redact_url(settings.redis_url)} ({reason}); "
         "check that Redis is running and that REDIS_URL points at it"

@@ -26,6 +26,7 @@ from .connection import REDIS_DOWN_ERRORS, create_redis, redis_call
 from .exceptions import RedisUnavailableError
 from .execution import WorkerState
 from .logs import get_logger
+from .stats import QueueCounts, queue_counts
 
 log = get_logger("scalr_queue.health")
 
@@ -108,8 +109,7 @@ class HealthReport:
     host: str
     any_host: bool
     workers: list[dict[str, Any]] = field(default_factory=list)
-    queued: int = 0
-    deferred: int = 0
+    counts: QueueCounts | None = None
     error: str | None = None
 
     @property
@@ -131,7 +131,11 @@ class HealthReport:
             else f"unhealthy: no live worker{where} serves queue {self.queue!r}"
             + (f" ({len(self.workers)} live elsewhere)" if self.workers else "")
         )
-        out = [head, f"queue {self.queue!r}: {self.queued} queued, {self.deferred} deferred"]
+        c = self.counts or QueueCounts(0, 0, 0)
+        out = [
+            head,
+            f"queue {self.queue!r}: {c.queued} queued, {c.in_progress} in progress, {c.deferred} deferred",
+        ]
         for w in self.serving:
             running = ", ".join(f"{r['task']}({r['job_id']})" for r in w.get("running", []))
             out.append(
@@ -160,11 +164,7 @@ async def check(settings: Settings, queue: str, *, any_host: bool = False) -> He
     try:
         async with redis_call(settings):
             report.workers = await live_workers(redis, queue)
-            now_ms = int(time.time() * 1000)
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.zcount(keys.queue_key(queue), "-inf", now_ms)
-                pipe.zcount(keys.queue_key(queue), f"({now_ms}", "+inf")
-                report.queued, report.deferred = await pipe.execute()
+            report.counts = await queue_counts(redis, queue)
     except RedisUnavailableError as exc:
         report.error = str(exc)
     finally:
