@@ -119,15 +119,11 @@ def _arguments_model(
     name: str, fn: Callable[..., Any], params: list[inspect.Parameter], open_ended: bool
 ) -> type[pydantic.BaseModel] | None:
     """A model with one field per annotated argument, or None when nothing is annotated."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
     fields: dict[str, Any] = {}
     for param in params:
         if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
             continue
-        annotation = hints.get(param.name, Any)
+        annotation = _resolve(fn, param)
         try:
             pydantic.TypeAdapter(annotation)
         except Exception:
@@ -138,6 +134,19 @@ def _arguments_model(
         return None
     config = pydantic.ConfigDict(extra="allow" if open_ended else "ignore")
     return pydantic.create_model(f"{name}_arguments", __config__=config, **fields)
+
+
+def _resolve(fn: Callable[..., Any], param: inspect.Parameter) -> Any:
+    """One argument's annotation as a type; a string annotation that will not resolve counts as Any."""
+    annotation = param.annotation
+    if annotation is param.empty:
+        return Any
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, getattr(fn, "__globals__", {}))
+        except Exception:
+            return Any
+    return annotation
 
 
 class Task(Generic[P, R]):

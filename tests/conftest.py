@@ -74,11 +74,11 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[AsyncRedis]:
 class WorkerProcess:
     """A worker (or any command) as a real subprocess, its JSON log lines collected as they arrive."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
         self.args = args
         self.proc = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -160,10 +160,10 @@ def spawn() -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, module: str = "scalr_queue.worker"
+        *args: str, env: dict[str, str] | None = None, module: str = "scalr_queue.worker", cwd: Path = ROOT
     ) -> WorkerProcess:
         full_env = {**os.environ, "SCALR_QUEUE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **(env or {})}
-        process = WorkerProcess([sys.executable, "-m", module, *args], full_env)
+        process = WorkerProcess([sys.executable, "-m", module, *args], full_env, cwd)
         started.append(process)
         return process
 
