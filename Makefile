@@ -29,7 +29,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install  ## scalr_queue beside plain arq, same run, same Redis
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
