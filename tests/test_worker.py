@@ -309,3 +309,22 @@ def test_run_runs_in_process_in_burst_mode(queue: str) -> None:
             await scalr_queue.close()
 
     assert asyncio.run(read()) == 5
+
+
+async def test_watch_restarts_worker_with_fresh_code(spawn: Callable[..., WorkerProcess], tmp_path: Path) -> None:
+    """`--watch DIR` restarts the worker in a new process when a file changes, so the new code runs."""
+    package = tmp_path / "watchapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = "async def version(ctx: dict) -> int:\n    return {n}\n\ntasks = [version]\n"
+    (package / "worker.py").write_text(source.format(n=1))
+    worker = spawn("watchapp.worker", "--watch", str(tmp_path), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    worker.wait_started()
+    first = await enqueue("version")
+    assert first is not None
+    assert await first.result(timeout=10) == 1
+    (package / "worker.py").write_text(source.format(n=2))
+    worker.wait_for(lambda e: sum(x.get("event") == "worker_started" for x in worker.events) >= 2, timeout=30)
+    second = await enqueue("version")
+    assert second is not None
+    assert await second.result(timeout=10) == 2
