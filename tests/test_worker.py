@@ -311,14 +311,18 @@ def test_run_runs_in_process_in_burst_mode(queue: str) -> None:
     assert asyncio.run(read()) == 5
 
 
-async def test_watch_restarts_worker_with_fresh_code(spawn: Callable[..., WorkerProcess], tmp_path: Path) -> None:
+async def test_watch_restarts_worker_with_fresh_code(
+    spawn: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
     """`--watch DIR` restarts the worker in a new process when a file changes, so the new code runs."""
     package = tmp_path / "watchapp"
     package.mkdir()
     (package / "__init__.py").write_text("")
     source = "async def version(ctx: dict) -> int:\n    return {n}\n\ntasks = [version]\n"
     (package / "worker.py").write_text(source.format(n=1))
-    worker = spawn("watchapp.worker", "--watch", str(tmp_path), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    worker = spawn(
+        "watchapp.worker", "--watch", str(tmp_path), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}
+    )
     worker.wait_started()
     first = await enqueue("version")
     assert first is not None
