@@ -17,7 +17,7 @@ demo: install  ## the two-process model on a local Redis, start to finish
 	$(BIN)/python scripts/demo.py
 
 test: lint  ## lint, then the whole test suite against a throwaway redis-server
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: install
 	$(BIN)/ruff check .

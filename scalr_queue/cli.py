@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -12,9 +14,12 @@ import click
 
 from . import __version__
 from .config import Settings, get_settings
-from .exceptions import ScalrQueueError
+from .connection import REDIS_DOWN_ERRORS, create_redis, unavailable
+from .exceptions import JobNotFoundError, ScalrQueueError
+from .failed import FailedStore
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 MODULE_HELP = "Worker module exporting tasks = [...] (or a WorkerSettings class), e.g. src.worker."
 QUEUE_HELP = "Logical queue to serve (default: SCALR_QUEUE_NAME, else 'default'); Redis key arq:queue:<name>."
@@ -100,3 +105,145 @@ def check_command(*, module: str, queue: str | None, any_host: bool) -> None:
 
 main.add_command(worker_command)
 main.add_command(check_command)
+
+
+# --- the failed store -------------------------------------------------------------------------------------
+
+
+async def _on_store(action: Callable[[FailedStore], Awaitable[T]]) -> T:
+    """Run ``action`` against the failed store, bounded in time; Redis down is a one-line error."""
+    settings = get_settings()
+    redis = create_redis(settings)
+    try:
+        store = FailedStore(redis, max_age_s=settings.failed_max_age, max_count=settings.failed_max_count)
+        try:
+            async with asyncio.timeout(settings.redis_timeout * 6):
+                return await action(store)
+        except REDIS_DOWN_ERRORS as exc:
+            raise unavailable(settings, exc) from exc
+    finally:
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
+            await redis.aclose(close_connection_pool=True)
+
+
+def _run_on_store(action: Callable[[FailedStore], Awaitable[T]]) -> T:
+    return asyncio.run(_on_store(action))
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.group("failed")
+def failed_group() -> None:
+    """Jobs that ended without success: list, show, retry, forget, flush."""
+
+
+@failed_group.command("list")
+@click.option("--queue", "-q", help="Only this queue's failures.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@user_errors
+def failed_list(*, queue: str | None, limit: int, as_json: bool) -> None:
+    """The newest failures first."""
+    jobs = _run_on_store(lambda store: store.list(limit=limit, queue=queue))
+    if as_json:
+        for job in jobs:
+            click.echo(job.to_json())
+        return
+    if not jobs:
+        click.echo("no failed jobs")
+        return
+    click.echo(
+        f"{'job id':<34} {'task':<24} {'queue':<12} {'reason':<20} {'tries':>5}  {'failed at':<24} error"
+    )
+    for job in jobs:
+        click.echo(
+            f"{job.job_id:<34} {job.task:<24} {job.queue:<12} {job.reason:<20} {job.tries:>5}  {job.failed_at:<24} "
+            f"{_one_line(f'{job.error_type}: {job.message}')}"
+        )
+
+
+@failed_group.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="The record as JSON.")
+@user_errors
+def failed_show(*, job_id: str, as_json: bool) -> None:
+    """One failure with its arguments and traceback."""
+    job = _run_on_store(lambda store: store.get(job_id))
+    if job is None:
+        raise JobNotFoundError(f"no failed job {job_id!r} (see: scalr-queue failed list)")
+    if as_json:
+        click.echo(job.to_json())
+        return
+    for name in (
+        "job_id",
+        "task",
+        "queue",
+        "reason",
+        "tries",
+        "max_tries",
+        "enqueued_at",
+        "failed_at",
+        "worker_id",
+    ):
+        click.echo(f"{name + ':':<13}{getattr(job, name)}")
+    click.echo(f"{'arguments:':<13}{json.dumps(job.kwargs, default=str)}")
+    click.echo(f"{'error:':<13}{job.error_type}: {job.message}")
+    for key, value in job.extra.items():
+        click.echo(f"{key + ':':<13}{value}")
+    if job.traceback:
+        click.echo("traceback:")
+        click.echo(job.traceback.rstrip())
+
+
+@failed_group.command("retry")
+@click.argument("job_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every failed job (of --queue, if given).")
+@click.option("--queue", "-q", help="With --all: only this queue's failures.")
+@user_errors
+def failed_retry(*, job_id: str | None, retry_all: bool, queue: str | None) -> None:
+    """Queue a failed job again: same id, task, arguments and queue, fresh tries. Prints the job id."""
+    if bool(job_id) == retry_all:
+        raise click.UsageError("give a JOB_ID or --all")
+
+    async def retry(store: FailedStore) -> list[str]:
+        if job_id:
+            if not await store.retry(job_id):
+                raise JobNotFoundError(f"no failed job {job_id!r} (see: scalr-queue failed list)")
+            return [job_id]
+        done = []
+        for job in await store.list(limit=store.max_count, queue=queue):
+            with contextlib.suppress(ValueError):
+                if await store.retry(job.job_id):
+                    done.append(job.job_id)
+        return done
+
+    try:
+        for retried in _run_on_store(retry):
+            click.echo(retried)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@failed_group.command("forget")
+@click.argument("job_id")
+@user_errors
+def failed_forget(*, job_id: str) -> None:
+    """Drop one failure record."""
+    if not _run_on_store(lambda store: store.forget(job_id)):
+        raise JobNotFoundError(f"no failed job {job_id!r} (see: scalr-queue failed list)")
+    click.echo(f"forgot {job_id}")
+
+
+@failed_group.command("flush")
+@click.option("--queue", "-q", help="Only this queue's failures.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@user_errors
+def failed_flush(*, queue: str | None, yes: bool) -> None:
+    """Drop every failure record (of --queue, if given)."""
+    if not yes:
+        click.confirm(f"forget every failed job{f' of queue {queue!r}' if queue else ''}?", abort=True)
+    count = _run_on_store(lambda store: store.flush(queue=queue))
+    click.echo(f"forgot {count} failed job(s)")

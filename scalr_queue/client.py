@@ -21,6 +21,8 @@ from .connection import create_redis, redis_call
 from .exceptions import (
     JobFailedError,
     JobNotFoundError,
+    PayloadTooLargeError,
+    ScalrQueueError,
     TaskArgumentsError,
 )
 from .tasks import Task, as_task, registry_for
@@ -55,20 +57,27 @@ class Client:
         self.settings = settings or get_settings()
         self._redis = redis
         self._enqueue_script: AsyncScript | None = None
+        self._closed = False
+        # The loop's default client hands out Jobs that look the default up again, so a handle kept past
+        # close() uses the next pool instead of reopening this one.
+        self._is_default = False
 
     @property
     def redis(self) -> ArqRedis:
+        if self._closed:
+            raise ScalrQueueError("this Client is closed; create a new one (or use the module-level enqueue)")
         if self._redis is None:
             self._redis = create_redis(self.settings)
         return self._redis
 
     async def close(self) -> None:
+        self._closed = True
         if self._redis is not None:
             redis, self._redis, self._enqueue_script = self._redis, None, None
             await redis.aclose(close_connection_pool=True)
 
     def job(self, job_id: str, queue: str | None = None) -> Job:
-        return Job(job_id, queue, client=self)
+        return Job(job_id, queue, client=None if self._is_default else self)
 
     def resolve(self, task: str | Callable[..., Any]) -> tuple[str, Task[..., Any] | None]:
         """The task name and, where known, the task itself (passed in, or from ``SCALR_QUEUE_TASKS``)."""
@@ -103,6 +112,11 @@ class Client:
         job_id = _job_id or uuid.uuid4().hex
         now_ms = int(time.time() * 1000)
         payload = wire.job_payload(name, kwargs, _job_try, now_ms)
+        if len(payload) > self.settings.max_payload:
+            raise PayloadTooLargeError(
+                f"the payload of task {name!r} is {len(payload):,} bytes, over the {self.settings.max_payload:,}-byte "
+                "limit (SCALR_QUEUE_MAX_PAYLOAD): pass ids and let the task load the data, not the data itself"
+            )
         if self.settings.mode == "sync":
             return await inline.run(self, name, known, payload, job_id, queue)
         score = now_ms
@@ -119,7 +133,7 @@ class Client:
                 keys=[keys.job_key(job_id), keys.result_key(job_id), queue_key],
                 args=[expires_ms, payload, score, job_id],
             )
-        return Job(job_id, queue, client=self) if created else None
+        return self.job(job_id, queue) if created else None
 
 
 class Job:
@@ -241,11 +255,13 @@ def default_client() -> Client:
     client = _clients.get(loop)
     if client is None:
         client = _clients[loop] = Client()
+        client._is_default = True
     return client
 
 
 def set_default_client(client: Client) -> None:
     """Make ``client`` the one module-level ``enqueue`` uses on the running loop (FastAPI's lifespan does)."""
+    client._is_default = True
     _clients[asyncio.get_running_loop()] = client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .exceptions import ConfigError
+from .retries import Backoff, parse_backoff_setting
 
 ENV_PREFIX = "SCALR_QUEUE_"
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
@@ -48,6 +50,22 @@ class Settings(BaseSettings):
     """Seconds an enqueue, a check or a connection attempt may wait for Redis before it fails."""
     health_interval: float = Field(5, gt=0, le=60)
     """Seconds between a worker's heartbeats; a worker counts as dead after three missed beats."""
+    backoff: str = "exponential"
+    """Default wait between tries: ``exponential`` (2, 4, 8 s ... with jitter), seconds (``5``) or a list (``1,5,30``)."""
+    backoff_max: float = Field(300, gt=0)
+    """Cap, in seconds, on one exponential backoff delay."""
+    shutdown_grace: float = Field(25, ge=0)
+    """Seconds running jobs get to finish after SIGTERM before they are cancelled and queued again."""
+    lease: float = Field(10, ge=1, le=300)
+    """Seconds a worker's claim on a running job lasts unless renewed; a dead worker's jobs run again after it."""
+    rollout_window: float = Field(600, ge=0)
+    """Seconds a job for a task this worker does not know is put back for a newer worker before it fails."""
+    failed_max_age: float = Field(7 * 86_400, gt=0)
+    """Seconds a failure record is kept."""
+    failed_max_count: int = Field(10_000, ge=1)
+    """Most failure records kept; the oldest go first."""
+    max_payload: int = Field(512 * 1024, ge=1024)
+    """Largest job payload in bytes; bigger ones fail at enqueue (pass ids, not data)."""
 
     @field_validator("log_format", "log_level", "mode", mode="before")
     @classmethod
@@ -76,6 +94,16 @@ class Settings(BaseSettings):
         if database and not database.isdigit():
             raise ValueError("the path must be a database number, e.g. redis://localhost:6379/0")
         return value
+
+    @field_validator("backoff")
+    @classmethod
+    def _check_backoff(cls, value: str) -> str:
+        parse_backoff_setting(value)
+        return value
+
+    @property
+    def default_backoff(self) -> Backoff:
+        return dataclasses.replace(parse_backoff_setting(self.backoff), cap_s=self.backoff_max)
 
     @field_validator("name")
     @classmethod

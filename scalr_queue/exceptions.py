@@ -8,6 +8,7 @@ ScalrQueueError
 │   ├── UnknownTaskError (LookupError)    a task name nobody registered; the message suggests the closest
 │   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments, with the task's signature
 ├── SerializationError (ValueError)       an argument or a result that is not JSON-able
+│   └── PayloadTooLargeError              a job payload over SCALR_QUEUE_MAX_PAYLOAD
 ├── JobNotFoundError (LookupError)        no job, result or queue entry with that id
 ├── JobFailedError                        Job.result() of a job that ended in failure
 ├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
@@ -47,6 +48,10 @@ class TaskArgumentsError(TaskError, TypeError):
 
 class SerializationError(ScalrQueueError, ValueError):
     """A value cannot be written as JSON, the only format scalr_queue puts in Redis."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """A job's payload is over the size limit: pass ids, not data."""
 
 
 class JobNotFoundError(ScalrQueueError, LookupError):

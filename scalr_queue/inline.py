@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from arq.worker import Retry
 
 from . import wire
 from .exceptions import ConfigError
-from .execution import job_coroutine
+from .execution import JobDefaults, job_coroutine
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -43,8 +46,6 @@ async def run(
     client: Client, name: str, task: Task[..., Any] | None, payload: bytes, job_id: str, queue: str
 ) -> Job | None:
     """Run the job now; a raised error is kept on the handle, as a worker would record it."""
-    from .client import Job
-
     if task is None:
         raise ConfigError(
             f"SCALR_QUEUE_MODE=sync cannot run task {name!r}: set SCALR_QUEUE_TASKS to the module that "
@@ -56,21 +57,29 @@ async def run(
     ctx: dict[str, Any] = {
         "job_id": job_id,
         "job_try": 1,
-        "enqueue_time": job["et"],
+        "enqueue_time": datetime.fromtimestamp(job["et"] / 1000, tz=UTC),
         "score": job["et"],
         "redis": None,
         "queue": queue,
     }
     started_ms = int(time.time() * 1000)
-    try:
-        result = await job_coroutine(task, client.settings.job_timeout)(ctx, **job["k"])
-        success = True
-    except Exception as exc:
-        result, success = exc, False
+    settings = client.settings
+    run_try = job_coroutine(
+        task, JobDefaults(settings.job_timeout, settings.max_tries, settings.default_backoff)
+    )
+    while True:  # the same tries as on a worker, without the backoff waits
+        try:
+            result, success = await run_try(ctx, **job["k"]), True
+        except Retry:
+            ctx["job_try"] += 1
+            continue
+        except Exception as exc:
+            result, success = exc, False
+        break
     record = wire.loads(
         wire.dumps(
             {
-                "t": 1,
+                "t": ctx["job_try"],
                 "f": name,
                 "a": [],
                 "k": job["k"],
@@ -87,4 +96,4 @@ async def run(
     _outcomes[job_id] = Outcome(success, record)
     while len(_outcomes) > MAX_KEPT:
         _outcomes.popitem(last=False)
-    return Job(job_id, queue, client=client)
+    return client.job(job_id, queue)

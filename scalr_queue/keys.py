@@ -19,6 +19,8 @@ RESULT_PREFIX = result_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
 RETRY_PREFIX = retry_key_prefix
 WORKERS_PREFIX = "arq:workers:"
+FAILED_KEY = "arq:failed"
+FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
 
 
@@ -56,6 +58,11 @@ def workers_key(queue: str) -> str:
 def worker_key(worker_id: str) -> str:
     """One worker's heartbeat record (JSON), expiring soon after the worker stops beating."""
     return WORKER_PREFIX + worker_id
+
+
+def failed_key(job_id: str) -> str:
+    """One failure record (JSON); the ids of all records are in the sorted set ``arq:failed``."""
+    return FAILED_RECORD_PREFIX + job_id
 
 
 def arq_health_check_key(queue: str) -> str:

@@ -7,6 +7,7 @@ arguments are turned back into the annotated types (datetime, UUID, Decimal, Enu
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -15,7 +16,7 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -23,6 +24,7 @@ import pydantic
 from arq.worker import Function
 
 from .exceptions import TaskArgumentsError, UnknownTaskError, WorkerSettingsError
+from .retries import Backoff, BackoffSpec
 
 # build_settings() keeps the user's own WorkerSettings values on the class it builds, under this name.
 BUILT_FROM = "__scalr_queue_user_settings__"
@@ -48,6 +50,8 @@ class TaskOptions:
     queue: str | None = None
     keep_result_s: float | None = None
     keep_result_forever: bool | None = None
+    backoff: Backoff | None = None
+    retry_until: datetime | timedelta | None = None
 
 
 class TaskSignature:
@@ -183,6 +187,8 @@ def task(
     name: str | None = None,
     max_tries: int | None = None,
     timeout: Seconds | None = None,
+    backoff: BackoffSpec | None = None,
+    retry_until: datetime | Seconds | None = None,
     queue: str | None = None,
     keep_result: Seconds | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
@@ -195,17 +201,28 @@ def task(
     name: str | None = None,
     max_tries: int | None = None,
     timeout: Seconds | None = None,
+    backoff: BackoffSpec | None = None,
+    retry_until: datetime | Seconds | None = None,
     queue: str | None = None,
     keep_result: Seconds | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
-    """Give a task its own options: ``@task(max_tries=3, timeout=60, queue="bulk")`` (or bare ``@task``).
+    """Give a task its own options: ``@task(max_tries=3, timeout=60, backoff=[1, 5, 30], queue="bulk")``.
 
-    ``queue`` is where ``enqueue`` sends the task when the caller names none.
+    ``backoff``: ``"exponential"`` (2, 4, 8 s ... with jitter), a number of seconds, or a list of per-try delays
+    whose last value repeats. ``retry_until``: a datetime, or a duration from the first enqueue, after which
+    a failed job is not tried again. ``queue`` is where ``enqueue`` sends the task when the caller names none.
     """
     if max_tries is not None and max_tries < 1:
         raise ValueError("max_tries must be at least 1")
     options = TaskOptions(
-        max_tries=max_tries, timeout_s=to_seconds(timeout), queue=queue, keep_result_s=to_seconds(keep_result)
+        max_tries=max_tries,
+        timeout_s=to_seconds(timeout),
+        queue=queue,
+        keep_result_s=to_seconds(keep_result),
+        backoff=None if backoff is None else Backoff.parse(backoff),
+        retry_until=retry_until
+        if isinstance(retry_until, datetime | None)
+        else timedelta(seconds=to_seconds(retry_until) or 0),
     )
 
     def decorate(f: Callable[P, Awaitable[R]]) -> Task[P, R]:
@@ -223,19 +240,14 @@ def as_task(obj: Any) -> Task[..., Any]:
         return wrapped
     if isinstance(obj, Function):
         inner = as_task(obj.coroutine)
-        return Task(
-            inner.fn,
-            name=obj.name,
-            options=TaskOptions(
-                max_tries=obj.max_tries if obj.max_tries is not None else inner.options.max_tries,
-                timeout_s=obj.timeout_s if obj.timeout_s is not None else inner.options.timeout_s,
-                queue=inner.options.queue,
-                keep_result_s=obj.keep_result_s
-                if obj.keep_result_s is not None
-                else inner.options.keep_result_s,
-                keep_result_forever=obj.keep_result_forever,
-            ),
-        )
+        overrides = {
+            "max_tries": obj.max_tries,
+            "timeout_s": obj.timeout_s,
+            "keep_result_s": obj.keep_result_s,
+            "keep_result_forever": obj.keep_result_forever,
+        }
+        set_here: dict[str, Any] = {name: value for name, value in overrides.items() if value is not None}
+        return Task(inner.fn, name=obj.name, options=dataclasses.replace(inner.options, **set_here))
     if isinstance(obj, str):
         module_name, _, attr = obj.rpartition(".")
         try:

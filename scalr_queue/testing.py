@@ -56,6 +56,8 @@ class RedisServer:
         appendonly: bool = False,
         password: str | None = None,
         unix_socket: bool = False,
+        maxmemory_policy: str = "noeviction",
+        extra_args: tuple[str, ...] = (),
         binary: str | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()
@@ -63,6 +65,8 @@ class RedisServer:
         self.appendonly = appendonly
         self.password = password
         self.unix_socket = unix_socket
+        self.maxmemory_policy = maxmemory_policy
+        self.extra_args = extra_args
         self._dir = tempfile.TemporaryDirectory(prefix="scalr-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +97,8 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no",
-            "--maxmemory-policy", "noeviction",
+            "--maxmemory-policy", self.maxmemory_policy,
+            *self.extra_args,
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]

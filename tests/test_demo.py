@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tests.conftest import run_command
@@ -13,7 +14,7 @@ def test_demo_runs_and_shows_jobs_finishing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "add(x=2, y=3): job" in out
-    assert "queued → complete: result 5" in out
+    assert re.search(r"add\(x=2, y=3\): job \w+ queued( → in_progress)? → complete: result 5", out)
     assert "failed: error ValueError: card declined" in out
     assert "JobTimeoutError" in out
     assert "healthy: 1 live worker(s)" in out

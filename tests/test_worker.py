@@ -17,6 +17,8 @@ from arq.connections import ArqRedis
 
 import scalr_queue
 from scalr_queue import JobFailedError, JobStatus, WorkerSettingsError, enqueue, wire
+from scalr_queue.client import default_client
+from scalr_queue.failed import FailedStore
 from scalr_queue.worker import build_settings, serve, settings_for_module
 from tests.apps import basic
 from tests.conftest import WorkerProcess, run_command
@@ -253,7 +255,15 @@ async def test_plain_arq_runs_a_built_worker_settings(spawn: Callable[..., Worke
     assert failing is not None
     with pytest.raises(JobFailedError, match="RuntimeError: failed under arq"):
         await failing.result(timeout=10)
-    worker.wait_for(lambda e: e.get("event") == "job_failed" and e.get("task") == "fail")
+    retrying = worker.wait_for(lambda e: e.get("event") == "job_retrying" and e.get("task") == "fail")
+    assert retrying["try"] == 1
+    worker.wait_for(
+        lambda e: e.get("event") == "job_failed" and e.get("task") == "fail" and e.get("try") == 2
+    )
+    record = await FailedStore(default_client().redis, max_age_s=60, max_count=10).get(failing.job_id)
+    assert record is not None
+    assert record.reason == "raised"
+    assert record.tries == 2
     check = run_command(sys.executable, "-m", "arq", "tests.apps.arq_compat.WorkerSettings", "--check")
     assert check.returncode == 0, check.stdout + check.stderr
     ours = run_command(sys.executable, "-m", "scalr_queue.worker", "tests.apps.arq_compat", "--check")

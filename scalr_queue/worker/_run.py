@@ -14,6 +14,7 @@ from arq.worker import Worker
 from ..config import Settings, get_settings
 from ..connection import create_redis, redis_call
 from ..logs import configure_logging
+from ._engine import ScalrWorker
 from ._settings import ARQ_SETTINGS, settings_for_module
 
 
@@ -42,7 +43,7 @@ async def serve(
     options.update(redis_pool=redis, handle_signals=handle_signals)
     if burst:
         options["burst"] = True
-    worker = Worker(**options)
+    worker = ScalrWorker(settings=worker_settings, **options)
     try:
         await worker.async_run()
     except asyncio.CancelledError:

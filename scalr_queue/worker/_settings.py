@@ -23,7 +23,8 @@ from .. import keys, wire
 from ..config import Settings, get_settings, redact_url
 from ..connection import redis_info
 from ..exceptions import WorkerSettingsError
-from ..execution import STATE_KEY, WorkerState, job_coroutine
+from ..execution import STATE_KEY, JobDefaults, WorkerState, job_coroutine
+from ..failed import FailedStore
 from ..health import Heartbeat, new_worker_id
 from ..logs import configure_logging, get_logger
 from ..tasks import BUILT_FROM, Task, as_task, cron_task, import_worker_module, to_seconds
@@ -161,20 +162,25 @@ def _complete(user: dict[str, Any], *, queue: str | None, settings: Settings, so
             f"{source} registers more than one task named {', '.join(map(repr, duplicates))}"
         )
 
+    defaults = JobDefaults(
+        timeout_s=job_timeout,
+        max_tries=user.get("max_tries", settings.max_tries),
+        backoff=settings.default_backoff,
+    )
     on_startup, on_shutdown = _hooks(
         user, settings, queue_key, names, max_jobs=user.get("max_jobs", settings.concurrency)
     )
     values: dict[str, Any] = {
         **user,
-        "functions": [_arq_function(t, job_timeout, keep_forever) for t in tasks],
-        "cron_jobs": [_arq_cron(c, t, job_timeout) for c, t in zip(crons, cron_tasks, strict=True)],
+        "functions": [_arq_function(t, defaults, keep_forever) for t in tasks],
+        "cron_jobs": [_arq_cron(c, t, defaults) for c, t in zip(crons, cron_tasks, strict=True)],
         "queue_name": queue_key,
         "redis_settings": RedisSettings.from_dsn(redis_url)
         if "redis_settings" not in user
         else user["redis_settings"],
         "max_jobs": user.get("max_jobs", settings.concurrency),
         "job_timeout": job_timeout + TIMEOUT_BACKSTOP_S,
-        "max_tries": user.get("max_tries", settings.max_tries),
+        "max_tries": defaults.max_tries,
         "keep_result": user.get("keep_result", settings.keep_result),
         # arq crashes on a failed job when this is set worker-wide (arq #531); it moved onto each function.
         "keep_result_forever": False,
@@ -189,22 +195,22 @@ def _complete(user: dict[str, Any], *, queue: str | None, settings: Settings, so
     return type("WorkerSettings", (), values)
 
 
-def _arq_function(t: Task[..., Any], job_timeout: float, keep_forever: bool) -> Function:
+def _arq_function(t: Task[..., Any], defaults: JobDefaults, keep_forever: bool) -> Function:
     return Function(
         name=t.name,
-        coroutine=job_coroutine(t, job_timeout),
-        timeout_s=(t.options.timeout_s or job_timeout) + TIMEOUT_BACKSTOP_S,
+        coroutine=job_coroutine(t, defaults),
+        timeout_s=(t.options.timeout_s or defaults.timeout_s) + TIMEOUT_BACKSTOP_S,
         keep_result_s=t.options.keep_result_s,
         keep_result_forever=t.options.keep_result_forever or (True if keep_forever else None),
         max_tries=t.options.max_tries,
     )
 
 
-def _arq_cron(cron: CronJob, t: Task[..., Any], job_timeout: float) -> CronJob:
-    timeout = cron.timeout_s or job_timeout
+def _arq_cron(cron: CronJob, t: Task[..., Any], defaults: JobDefaults) -> CronJob:
+    timeout = cron.timeout_s or defaults.timeout_s
     return dataclasses.replace(
         cron,
-        coroutine=job_coroutine(t, job_timeout),
+        coroutine=job_coroutine(t, defaults),
         timeout_s=timeout + TIMEOUT_BACKSTOP_S,
         next_run=None,
     )
@@ -219,7 +225,11 @@ def _hooks(
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings.log_format, settings.log_level)
         state = WorkerState(worker_id=new_worker_id(), queue=queue_key, tasks=names)
+        state.engine_records_failures = bool(ctx.get("scalr_queue_engine"))  # see worker/_engine.py
         ctx[STATE_KEY] = state
+        state.failed_store = FailedStore(
+            ctx["redis"], max_age_s=settings.failed_max_age, max_count=settings.failed_max_count
+        )
         if user_startup is not None:
             await user_startup(ctx)
         redis = ctx["redis"]

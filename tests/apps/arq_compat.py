@@ -1,5 +1,6 @@
 """A module that runs under plain ``python -m arq tests.apps.arq_compat.WorkerSettings`` too."""
 
+from scalr_queue import task
 from scalr_queue.worker import build_settings
 
 
@@ -7,6 +8,7 @@ async def multiply(ctx: dict, x: int, y: int) -> int:
     return x * y
 
 
+@task(max_tries=2, backoff=0.1)
 async def fail(ctx: dict) -> None:
     raise RuntimeError("failed under arq")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from uuid import UUID
@@ -55,8 +55,34 @@ async def untyped(ctx, value):  # type: ignore[no-untyped-def]
     return {"type": type(value).__name__, "value": value}
 
 
+@task(max_tries=1)
 async def boom(ctx: dict, message: str = "boom") -> None:
     raise ValueError(message)
+
+
+@task(max_tries=3, backoff=0.1)
+async def flaky(ctx: dict, fail_times: int) -> int:
+    """Fails on its first ``fail_times`` tries, then returns the try that succeeded."""
+    if ctx["job_try"] <= fail_times:
+        raise ConnectionError(f"try {ctx['job_try']} failed")
+    return ctx["job_try"]
+
+
+@task(max_tries=3, backoff=[0.1, 0.2])
+async def always_fails(ctx: dict, label: str) -> None:
+    raise RuntimeError(f"{label}: try {ctx['job_try']} failed")
+
+
+@task(timeout=0.5, max_tries=2, backoff=0.1)
+async def slow_then_fast(ctx: dict) -> int:
+    if ctx["job_try"] == 1:
+        await asyncio.sleep(5)
+    return ctx["job_try"]
+
+
+@task(max_tries=5, backoff=2, retry_until=timedelta(seconds=1))
+async def past_deadline(ctx: dict) -> None:
+    raise RuntimeError("still failing")
 
 
 async def give_up(ctx: dict) -> None:
@@ -95,6 +121,10 @@ async def rebuild_report(ctx: dict, report_id: int) -> str:
 
 
 tasks = [
+    flaky,
+    always_fails,
+    slow_then_fast,
+    past_deadline,
     add,
     describe,
     untyped,

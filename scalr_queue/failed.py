@@ -1,0 +1,201 @@
+"""The failed store: every job that ends without success, with its reason, readable and re-runnable.
+
+``arq:failed`` is a sorted set of job ids scored by failure time (ms); ``arq:failed:<job id>`` holds the record
+as JSON and expires with the retention age. Retention is bounded by age and by count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
+
+from . import keys, wire
+
+# Write one record and trim the store to its age and count bounds, atomically.
+_RECORD_LUA = """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest)) do
+  redis.call('DEL', ARGV[6] .. id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('DEL', ARGV[6] .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+end
+return 1
+"""
+
+# Put a failed job back on its queue under the same id with fresh tries, and drop its failure record.
+_RETRY_LUA = """
+local record = redis.call('GET', KEYS[1])
+if not record then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
+redis.call('PSETEX', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+class FailureReason(StrEnum):
+    """Why a job ended without success."""
+
+    raised = "raised"  # the last try raised
+    timed_out = "timed_out"  # the last try ran past its timeout
+    non_retryable = "non_retryable"  # the task raised NonRetryableError
+    retry_until_passed = "retry_until_passed"  # the task's retry deadline had passed
+    unknown_task = "unknown_task"  # no worker registered the task name, even after the rollout window
+    undecodable_payload = "undecodable_payload"  # not JSON (garbage, or a pickle, which is never unpickled)
+    expired = "expired"  # the job's data expired before a worker took it
+    max_tries_exceeded = "max_tries_exceeded"  # every try was cut short (the worker died) until none was left
+    arguments_rejected = "arguments_rejected"  # the arguments do not fit the task's signature
+    aborted = "aborted"  # aborted (arq's Job.abort) before it started
+    result_not_serializable = "result_not_serializable"  # the task returned something that is not JSON
+
+
+@dataclass
+class FailedJob:
+    """One record of the failed store."""
+
+    job_id: str
+    task: str
+    kwargs: dict[str, Any]
+    queue: str
+    tries: int
+    reason: str
+    error_type: str
+    message: str
+    traceback: str | None
+    enqueued_at: str | None
+    failed_at: str
+    max_tries: int | None = None
+    worker_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> FailedJob:
+        data = json.loads(raw)
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def iso_ms(ms: int | float | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
+
+
+class FailedStore:
+    """Write, list, read, retry, forget and flush failure records."""
+
+    def __init__(self, redis: ArqRedis, *, max_age_s: float, max_count: int) -> None:
+        self.redis = redis
+        self.max_age_ms = int(max_age_s * 1000)
+        self.max_count = max_count
+        self._record = redis.register_script(_RECORD_LUA)
+        self._retry = redis.register_script(_RETRY_LUA)
+
+    async def record(self, failed: FailedJob, *, pipe: Pipeline | None = None) -> None:
+        """Store ``failed``; inside ``pipe`` it commits together with the rest of that transaction."""
+        await self._record(
+            keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id)],
+            args=[
+                failed.to_json(),
+                self.max_age_ms,
+                int(time.time() * 1000),
+                failed.job_id,
+                self.max_count,
+                keys.FAILED_RECORD_PREFIX,
+            ],
+            client=pipe,
+        )
+
+    async def list(self, *, limit: int = 50, queue: str | None = None) -> list[FailedJob]:
+        """The newest failures first; with ``queue``, only that queue's."""
+        wanted = keys.queue_name(queue) if queue else None
+        found: list[FailedJob] = []
+        start = 0
+        page = max(limit, 100)
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(keys.FAILED_KEY, start, start + page - 1)
+            if not ids:
+                break
+            records = await self.redis.mget([keys.failed_key(i.decode()) for i in ids])
+            for raw in records:
+                if raw is None:
+                    continue
+                job = FailedJob.from_json(raw)
+                if wanted is None or job.queue == wanted:
+                    found.append(job)
+            start += page
+        return found[:limit]
+
+    async def count(self) -> int:
+        return int(await self.redis.zcard(keys.FAILED_KEY))
+
+    async def get(self, job_id: str) -> FailedJob | None:
+        raw = await self.redis.get(keys.failed_key(job_id))
+        return FailedJob.from_json(raw) if raw else None
+
+    async def retry(self, job_id: str) -> bool:
+        """Queue the job again (same id, task, arguments and queue; fresh tries). False if there is no record.
+
+        Raises ValueError if a job with that id is queued or running again already.
+        """
+        failed = await self.get(job_id)
+        if failed is None:
+            return False
+        now_ms = int(time.time() * 1000)
+        payload = wire.job_payload(failed.task, failed.kwargs, None, now_ms)
+        done = await self._retry(
+            keys=[
+                keys.failed_key(job_id),
+                keys.FAILED_KEY,
+                keys.job_key(job_id),
+                keys.result_key(job_id),
+                keys.retry_key(job_id),
+                keys.in_progress_key(job_id),
+                keys.queue_key(failed.queue),
+            ],
+            args=[86_400_000, payload, now_ms, job_id],
+        )
+        if done == -1:
+            raise ValueError(f"job {job_id} is queued or running again already; forget the failure instead")
+        return bool(done)
+
+    async def forget(self, job_id: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.failed_key(job_id))
+            pipe.zrem(keys.FAILED_KEY, job_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def flush(self, *, queue: str | None = None) -> int:
+        """Forget every failure (of ``queue``, if given); returns how many."""
+        forgotten = 0
+        for job in await self.list(limit=self.max_count + 1000, queue=queue):
+            forgotten += await self.forget(job.job_id)
+        if queue is None:
+            await self.redis.delete(keys.FAILED_KEY)
+        return forgotten
