@@ -36,6 +36,22 @@ ROLLOUT_RECHECK_S = (
 )
 REDIS_RETRY_LIMIT_S = 60.0  # how long finishing a job waits for Redis before giving the job up to its lease
 PREVIEW_BYTES = 120
+CLAIM_SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
+
+# Claim up to ARGV[2] due jobs in one call: each claim is arq's in-progress key, set only if absent (a lease).
+_CLAIM_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+local claimed = {}
+local want = 2 * tonumber(ARGV[2])
+for i = 1, #due, 2 do
+  if redis.call('SET', ARGV[3] .. due[i], '1', 'NX', 'PX', ARGV[5]) then
+    claimed[#claimed + 1] = due[i]
+    claimed[#claimed + 1] = due[i + 1]
+    if #claimed >= want then break end
+  end
+end
+return claimed
+"""
 
 
 class ScalrWorker(Worker):
@@ -53,6 +69,8 @@ class ScalrWorker(Worker):
         self._outage_backoff_s = 0.1
         # Jobs of tasks this worker does not know, left alone until the rollout window ends (job id -> time).
         self._not_mine_until: dict[str, float] = {}
+        self._slot_freed = asyncio.Event()
+        self._claim_script: Any = None
 
     @property
     def state(self) -> WorkerState | None:
@@ -101,12 +119,64 @@ class ScalrWorker(Worker):
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("lease_renewal_failed", jobs=len(running), error=str(exc) or type(exc).__name__)
 
+    # --- claiming jobs --------------------------------------------------------------------------------------
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Claim due jobs in batches, one script call each, as slots free up.
+
+        arq claims one id at a time (WATCH, EXISTS, ZSCORE, MULTI) from a list every worker read at once, so
+        workers mostly lose races to each other, and it waits out its poll delay whenever its slots are full.
+        Here a batch claim takes only what is free, and a slot freeing within the poll delay is refilled at
+        once. The loop hands back to arq's poll loop (heartbeat, cron) at least every poll delay.
+        """
+        if not job_ids:
+            return  # arq's look at the queue found nothing due
+        until = time.monotonic() + self.poll_delay_s
+        while self.allow_pick_jobs:
+            free = self.max_jobs - self.job_counter
+            if free <= 0:
+                self._slot_freed.clear()
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), left)
+                continue
+            claimed = await self._claim(free)
+            for job_id, score in claimed:
+                self._start(job_id, score)
+            if len(claimed) < free or time.monotonic() >= until:
+                return
+
+    async def _claim(self, count: int) -> list[tuple[str, int]]:
+        if self._claim_script is None:
+            self._claim_script = self.pool.register_script(_CLAIM_LUA)
+        now_ms = int(time.time() * 1000)
+        flat = await self._claim_script(
+            keys=[self.queue_name],
+            args=[now_ms, count, keys.IN_PROGRESS_PREFIX, CLAIM_SCAN_LIMIT, int(self.lease_s * 1000)],
+        )
+        claimed = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
         if self._not_mine_until:
             now = time.monotonic()
             self._not_mine_until = {j: t for j, t in self._not_mine_until.items() if t > now}
-            job_ids = [j for j in job_ids if j.decode() not in self._not_mine_until]
-        await super().start_jobs(job_ids)
+            mine = [(j, s) for j, s in claimed if j not in self._not_mine_until]
+            if len(mine) < len(claimed):  # hand jobs of unknown tasks straight back, for a newer worker
+                await self.pool.delete(
+                    *[keys.in_progress_key(j) for j, _ in claimed if j in self._not_mine_until]
+                )
+            claimed = mine
+        return claimed
+
+    def _start(self, job_id: str, score: int) -> None:
+        self.job_counter += 1
+        task = self.loop.create_task(self.run_job(job_id, score))
+        task.add_done_callback(self._job_done)
+        self.tasks[job_id] = task
+
+    def _job_done(self, _: asyncio.Task[Any]) -> None:
+        self.job_counter -= 1
+        self._slot_freed.set()
 
     # --- Redis outages --------------------------------------------------------------------------------------
 
