@@ -60,11 +60,16 @@ async def test_every_sh_recipe_runs(
         await scalr_queue.close()
         worker = spawn("src.worker", cwd=app, env={"PYTHONPATH": str(app)})
         started = worker.wait_started()
+        failing = await enqueue("boom", message="a recipe needs a failure")
         finished = await enqueue("add", x=1, y=2)
         queued = await enqueue("add", x=3, y=4, _defer_by=600)
         assert finished is not None and queued is not None
         assert await finished.result(timeout=10) == 3
+        assert failing is not None
+        with pytest.raises(scalr_queue.JobFailedError):
+            await failing.result(timeout=15)
         variables = {
+            "FAILED_JOB_ID": failing.job_id,
             "JOB_ID": queued.job_id,
             "FINISHED_JOB_ID": finished.job_id,
             "WORKER_ID": started["worker_id"],
