@@ -320,3 +320,15 @@ async def test_newer_worker_takes_the_unknown_task_during_the_rollout(
     new.wait_started()
     assert await job.result(timeout=30) == 200
     assert await store().get(job.job_id) is None
+
+
+async def test_expired_job_lands_in_failed_store(spawn: Callable[..., WorkerProcess]) -> None:
+    """A job whose data expired before a worker took it is recorded as expired, not dropped silently."""
+    worker = spawn("tests.apps.basic")
+    worker.wait_started()
+    job = await enqueue("add", x=1, y=1, _defer_by=1.0, _expires=0.3)
+    assert job is not None
+    await wait_until(lambda: store().get(job.job_id), 10, "expired job recorded")
+    failed = await store().get(job.job_id)
+    assert failed is not None
+    assert failed.reason == "expired"
