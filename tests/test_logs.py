@@ -117,3 +117,40 @@ def test_retry_is_arq_retry() -> None:
     import arq.worker
 
     assert Retry is arq.worker.Retry
+
+
+def test_auto_format_is_console_on_a_terminal(redis_server: object) -> None:
+    """With SCALR_QUEUE_LOG_FORMAT=auto and stdout a terminal, lines are for people, not JSON."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "SCALR_QUEUE_LOG_FORMAT": "auto"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalr_queue.worker", "tests.apps.basic"],
+        cwd=ROOT,
+        env=env,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"worker_started" not in output and time.monotonic() < deadline:
+            try:
+                output += os.read(leader, 4096)
+            except OSError:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        os.close(leader)
+    line = next(raw for raw in output.decode(errors="replace").splitlines() if "worker_started" in raw)
+    assert not line.lstrip().startswith("{")
+    assert "\x1b[" in line  # colours: a terminal
