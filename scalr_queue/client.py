@@ -31,10 +31,12 @@ ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expi
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 
 # arq's enqueue_job in one round trip: refuse an id whose job or result exists, else store and queue it.
+# It also notes the queue's name in arq:queues, so operators can list the queues that exist.
 _ENQUEUE_LUA = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[5])
 return 1
 """
 
@@ -130,8 +132,8 @@ class Client:
             if self._enqueue_script is None:
                 self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
             created = await self._enqueue_script(
-                keys=[keys.job_key(job_id), keys.result_key(job_id), queue_key],
-                args=[expires_ms, payload, score, job_id],
+                keys=[keys.job_key(job_id), keys.result_key(job_id), queue_key, keys.QUEUES_KEY],
+                args=[expires_ms, payload, score, job_id, keys.queue_name(queue_key)],
             )
         return self.job(job_id, queue) if created else None
 

@@ -74,6 +74,7 @@ class Heartbeat:
             pipe.set(keys.worker_key(self.state.worker_id), json.dumps(self.record()), px=self.ttl_ms)
             pipe.zadd(workers, {self.state.worker_id: now_ms + self.ttl_ms})
             pipe.zremrangebyscore(workers, "-inf", now_ms - STALE_RECORD_MS)
+            pipe.sadd(keys.QUEUES_KEY, keys.queue_name(self.state.queue))
             await pipe.execute()
 
     async def _run(self) -> None:

@@ -20,6 +20,8 @@ IN_PROGRESS_PREFIX = in_progress_key_prefix
 RETRY_PREFIX = retry_key_prefix
 WORKERS_PREFIX = "arq:workers:"
 FAILED_KEY = "arq:failed"
+QUEUES_KEY = "arq:queues"
+PAUSED_PREFIX = "arq:paused:"
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
 
@@ -58,6 +60,11 @@ def workers_key(queue: str) -> str:
 def worker_key(worker_id: str) -> str:
     """One worker's heartbeat record (JSON), expiring soon after the worker stops beating."""
     return WORKER_PREFIX + worker_id
+
+
+def paused_key(queue: str) -> str:
+    """Present while a queue is paused: its workers take no new jobs."""
+    return PAUSED_PREFIX + queue_name(queue)
 
 
 def failed_key(job_id: str) -> str:

@@ -110,10 +110,7 @@ async def test_cli_list_show_retry_forget_flush(redis, queue: str) -> None:  # t
     assert all(job_id in listed.stdout for job_id in ids)
     assert "fails_while_flag" in listed.stdout
     assert "RuntimeError" in listed.stdout
-    as_json = [
-        json.loads(line)
-        for line in run_command(CLI, "failed", "list", "--queue", queue, "--json").stdout.splitlines()
-    ]
+    as_json = json.loads(run_command(CLI, "failed", "list", "--queue", queue, "--json").stdout)
     assert {r["job_id"] for r in as_json} == set(ids)
 
     shown = run_command(CLI, "failed", "show", ids[0])

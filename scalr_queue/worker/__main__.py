@@ -1,6 +1,6 @@
 """``python -m scalr_queue.worker MODULE [--queue NAME] [--burst] [--check] [--watch DIR]``."""
 
-from ..cli import worker_command
+from ..cli import run, worker_command
 
 if __name__ == "__main__":
-    worker_command(prog_name="python -m scalr_queue.worker")
+    run(worker_command, prog_name="python -m scalr_queue.worker")

@@ -39,7 +39,9 @@ PREVIEW_BYTES = 120
 CLAIM_SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
 
 # Claim up to ARGV[2] due jobs in one call: each claim is arq's in-progress key, set only if absent (a lease).
+# Nothing is claimed while the queue is paused (KEYS[2]).
 _CLAIM_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
 local claimed = {}
 local want = 2 * tonumber(ARGV[2])
@@ -153,7 +155,7 @@ class ScalrWorker(Worker):
             self._claim_script = self.pool.register_script(_CLAIM_LUA)
         now_ms = int(time.time() * 1000)
         flat = await self._claim_script(
-            keys=[self.queue_name],
+            keys=[self.queue_name, keys.paused_key(self.queue_name)],
             args=[now_ms, count, keys.IN_PROGRESS_PREFIX, CLAIM_SCAN_LIMIT, int(self.lease_s * 1000)],
         )
         claimed = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
