@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint docs format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+docs: install  ## the documentation site, built strictly, in build/site
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 format: install
 	$(BIN)/ruff format .

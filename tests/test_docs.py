@@ -11,10 +11,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 
 import scalr_queue
-from scalr_queue import enqueue
+from scalr_queue import enqueue, keys
+from scalr_queue.cli import cli
 from scalr_queue.config import Settings, env_var, reset_settings
 from scalr_queue.testing import RedisServer
 from tests.conftest import ROOT, WorkerProcess
@@ -22,31 +24,47 @@ from tests.conftest import ROOT, WorkerProcess
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DOCKER_EXEC = re.compile(r"^docker exec (?:-\w+ )*\S+ ")
+REDIS_GET = re.compile(r"redis-cli -p \d+ get ")
 
 
-def sh_recipes() -> list[tuple[str, str]]:
-    """(page, command) for every command line in a ```sh block under docs/."""
+def sh_recipes(page: Path) -> list[str]:
+    """Every command line in the page's ```sh blocks, in order."""
     found = []
-    for page in sorted(DOCS.rglob("*.md")):
-        for lang, body in FENCE.findall(page.read_text()):
-            if lang != "sh":
-                continue
-            for line in body.splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    found.append((page.name, line))
+    for lang, body in FENCE.findall(page.read_text()):
+        if lang == "sh":
+            found += [
+                line.strip()
+                for line in body.splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
     return found
+
+
+PAGES = sorted(DOCS.glob("*.md"))
 
 
 def test_there_are_recipes() -> None:
     """The recipe test cannot pass by finding nothing."""
-    assert len(sh_recipes()) >= 7
+    assert sum(len(sh_recipes(page)) for page in PAGES) >= 40
 
 
+async def prepare(server: RedisServer) -> dict[str, str]:
+    """A queued job, a finished one and a failed one, for the recipes to look at."""
+    failing = await enqueue("boom", message="a recipe needs a failure")
+    finished = await enqueue("add", x=1, y=2)
+    queued = await enqueue("add", x=3, y=4, _defer_by=600)
+    assert failing is not None and finished is not None and queued is not None
+    assert await finished.result(timeout=10) == 3
+    with pytest.raises(scalr_queue.JobFailedError):
+        await failing.result(timeout=15)
+    return {"FAILED_JOB_ID": failing.job_id, "JOB_ID": queued.job_id, "FINISHED_JOB_ID": finished.job_id}
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if sh_recipes(p)], ids=lambda p: p.name)
 async def test_every_sh_recipe_runs(
-    spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each recipe exits 0 against a real Redis with a live worker; `redis-cli get` recipes print JSON."""
+    """Each recipe exits 0 against a real Redis with a live worker and prints something; `get` prints JSON."""
     app = tmp_path / "app"
     (app / "src").mkdir(parents=True)
     (app / "src" / "__init__.py").write_text("")
@@ -60,27 +78,14 @@ async def test_every_sh_recipe_runs(
         await scalr_queue.close()
         worker = spawn("src.worker", cwd=app, env={"PYTHONPATH": str(app)})
         started = worker.wait_started()
-        failing = await enqueue("boom", message="a recipe needs a failure")
-        finished = await enqueue("add", x=1, y=2)
-        queued = await enqueue("add", x=3, y=4, _defer_by=600)
-        assert finished is not None and queued is not None
-        assert await finished.result(timeout=10) == 3
-        assert failing is not None
-        with pytest.raises(scalr_queue.JobFailedError):
-            await failing.result(timeout=15)
-        variables = {
-            "FAILED_JOB_ID": failing.job_id,
-            "JOB_ID": queued.job_id,
-            "FINISHED_JOB_ID": finished.job_id,
-            "WORKER_ID": started["worker_id"],
-        }
+        variables = {**await prepare(server), "WORKER_ID": started["worker_id"]}
         path = [
             str(Path(sys.executable).parent)
-        ]  # `python` is this environment's, as after `source .venv/bin/activate`
+        ]  # `python`, `scalr-queue`: this environment's, as after activate
         if shutil.which("redis-cli") is None:
             path.append(str(Path(server.binary).parent))  # the bundled server ships its redis-cli beside it
         variables["PATH"] = os.pathsep.join([*path, os.environ["PATH"]])
-        for page, recipe in sh_recipes():
+        for recipe in sh_recipes(page):
             command = DOCKER_EXEC.sub("", recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
             result = subprocess.run(
                 ["bash", "-c", command],
@@ -90,27 +95,75 @@ async def test_every_sh_recipe_runs(
                 text=True,
                 timeout=30,
             )
-            assert result.returncode == 0, f"{page}: {recipe}\n{result.stdout}{result.stderr}"
-            assert result.stdout.strip(), f"{page}: {recipe} printed nothing"
-            assert "ERR" not in result.stdout and "WRONGTYPE" not in result.stdout, (
-                f"{page}: {recipe}\n{result.stdout}"
-            )
-            if " get arq:" in command:
-                assert isinstance(json.loads(result.stdout), dict), (
-                    f"{page}: {recipe} did not print a JSON object"
-                )
+            where = f"{page.name}: {recipe}\n{result.stdout}{result.stderr}"
+            assert result.returncode == 0, where
+            assert result.stdout.strip(), where
+            assert "ERR" not in result.stdout and "WRONGTYPE" not in result.stdout, where
+            if REDIS_GET.search(command):
+                assert isinstance(json.loads(result.stdout), dict), where
         await scalr_queue.close()
 
 
+def table_rows(page: str, marker: str) -> list[list[str]]:
+    """The cells of the first table after ``marker`` on a page."""
+    text = (DOCS / page).read_text().split(marker, 1)[1]
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]  # without the header and its rule
+
+
 def test_settings_table_matches_the_model() -> None:
-    """docs/core.md lists every setting, with the model's default, and nothing else."""
-    text = (DOCS / "core.md").read_text()
-    table = text.split("<!-- settings-table")[1].split("\n\n")[0]
-    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", table, re.MULTILINE)
-    documented = {name: default.strip().strip("`") for name, default in rows}
+    """docs/settings.md lists every setting, with the model's default, and nothing else."""
+    documented = {
+        row[0].strip("`"): row[1].strip("`") for row in table_rows("settings.md", "<!-- settings-table")
+    }
     expected = {}
     for field, info in Settings.model_fields.items():
         default = info.default
-        shown = "unset" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
-        expected[env_var(field)] = shown
+        expected[env_var(field)] = (
+            "unset" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
+        )
     assert documented == expected
+
+
+def test_redis_key_table_matches_keys_module() -> None:
+    """docs/redis-keys.md lists exactly the keys scalr_queue/keys.py builds."""
+    documented = {row[0].strip("`") for row in table_rows("redis-keys.md", "# Redis keys")}
+    built = {
+        "queue_key": keys.queue_key("<name>"),
+        "job_key": keys.job_key("<id>"),
+        "result_key": keys.result_key("<id>"),
+        "in_progress_key": keys.in_progress_key("<id>"),
+        "retry_key": keys.retry_key("<id>"),
+        "workers_key": keys.workers_key("<name>"),
+        "worker_key": keys.worker_key("<worker id>"),
+        "arq_health_check_key": keys.arq_health_check_key("<name>"),
+        "FAILED_KEY": keys.FAILED_KEY,
+        "failed_key": keys.failed_key("<id>"),
+        "QUEUES_KEY": keys.QUEUES_KEY,
+        "paused_key": keys.paused_key("<name>"),
+    }
+    assert documented == set(built.values())
+    public = {
+        name
+        for name, value in vars(keys).items()
+        if not name.startswith("_") and callable(value) and value.__module__ == keys.__name__
+    }
+    public |= {name for name in vars(keys) if name.isupper() and not name.endswith("PREFIX")}
+    assert public - {"queue_name"} == set(built)  # a new key in keys.py needs a row in the docs
+
+
+def test_cli_reference_covers_every_command() -> None:
+    """docs/cli.md has a section for each command and names each `failed` subcommand."""
+    text = (DOCS / "cli.md").read_text()
+    headings = " ".join(re.findall(r"^## (.+)$", text, re.MULTILINE))
+    for name in cli.commands:
+        assert re.search(rf"\b{name}\b", headings), f"no section for `scalr-queue {name}`"
+    failed = cli.commands["failed"]
+    assert isinstance(failed, click.Group)
+    for sub in failed.commands:
+        assert f"`{sub}" in text or f"{sub} " in text, f"`failed {sub}` is not described"
