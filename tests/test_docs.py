@@ -60,11 +60,10 @@ async def prepare(server: RedisServer) -> dict[str, str]:
     return {"FAILED_JOB_ID": failing.job_id, "JOB_ID": queued.job_id, "FINISHED_JOB_ID": finished.job_id}
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if sh_recipes(p)], ids=lambda p: p.name)
-async def test_every_sh_recipe_runs(
+async def run_recipes(
     page: Path, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each recipe exits 0 against a real Redis with a live worker and prints something; `get` prints JSON."""
+    """Run a page's recipes against a real Redis with a live worker, as a user would paste them."""
     app = tmp_path / "app"
     (app / "src").mkdir(parents=True)
     (app / "src" / "__init__.py").write_text("")
@@ -85,23 +84,51 @@ async def test_every_sh_recipe_runs(
         if shutil.which("redis-cli") is None:
             path.append(str(Path(server.binary).parent))  # the bundled server ships its redis-cli beside it
         variables["PATH"] = os.pathsep.join([*path, os.environ["PATH"]])
-        for recipe in sh_recipes(page):
-            command = DOCKER_EXEC.sub("", recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
-            result = subprocess.run(
-                ["bash", "-c", command],
-                cwd=app,
-                env={**os.environ, **variables, "PYTHONPATH": str(app)},
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            where = f"{page.name}: {recipe}\n{result.stdout}{result.stderr}"
-            assert result.returncode == 0, where
-            assert result.stdout.strip(), where
-            assert "ERR" not in result.stdout and "WRONGTYPE" not in result.stdout, where
-            if REDIS_GET.search(command):
-                assert isinstance(json.loads(result.stdout), dict), where
-        await scalr_queue.close()
+        try:
+            for recipe in sh_recipes(page):
+                command = DOCKER_EXEC.sub("", recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
+                result = subprocess.run(
+                    ["bash", "-c", command],
+                    cwd=app,
+                    env={**os.environ, **variables, "PYTHONPATH": str(app)},
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                where = f"{page.name}: {recipe}\n{result.stdout}{result.stderr}"
+                assert result.returncode == 0, where
+                assert result.stdout.strip(), where
+                assert "ERR" not in result.stdout and "WRONGTYPE" not in result.stdout, where
+                if REDIS_GET.search(command):
+                    assert isinstance(json.loads(result.stdout), dict), where
+        finally:
+            await scalr_queue.close()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if sh_recipes(p)], ids=lambda p: p.name)
+async def test_every_sh_recipe_runs(
+    page: Path, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each recipe exits 0 against a real Redis with a live worker and prints something; `get` prints JSON."""
+    await run_recipes(page, spawn, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "redis-cli llen arq:queue:default",  # the old guide's recipe: WRONGTYPE
+        "docker exec scalr-redis redis-cli get arq:job:no-such-job",  # prints nothing
+        "scalr-queue jobs --queue nope",  # an error
+    ],
+)
+async def test_a_broken_recipe_fails_the_test(
+    broken: str, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe runner is not a rubber stamp: each kind of broken recipe makes it fail."""
+    page = tmp_path / "broken.md"
+    page.write_text(f"```sh\n{broken}\n```\n")
+    with pytest.raises(AssertionError):
+        await run_recipes(page, spawn, tmp_path, monkeypatch)
 
 
 def table_rows(page: str, marker: str) -> list[list[str]]:
