@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint docs format bench clean
+.PHONY: install demo dev test lint docs format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install  ## the two-process model on a local Redis, start to finish
+demo: install  ## the template app's backend and worker on a local Redis, start to finish
 	$(BIN)/python scripts/demo.py
+
+dev: install  ## the same stack, long-running: backend with --reload, worker with --watch (Ctrl-C stops)
+	$(BIN)/python scripts/dev.py
 
 test: lint  ## lint, then the whole test suite against a throwaway redis-server
 	$(BIN)/python -m pytest -n 2
