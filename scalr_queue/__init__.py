@@ -4,7 +4,7 @@ from importlib.metadata import version as _version
 
 from arq.worker import Retry
 
-from .client import Client, Job, JobStatus, close, enqueue
+from .client import Client, Job, JobStatus, close, enqueue, enqueue_many
 from .exceptions import (
     ConfigError,
     JobFailedError,
@@ -48,5 +48,6 @@ __all__ = [
     "close",
     "configure_logging",
     "enqueue",
+    "enqueue_many",
     "task",
 ]

@@ -7,12 +7,14 @@ import difflib
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from . import inline, keys, wire
@@ -31,14 +33,20 @@ ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expi
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 
 # arq's enqueue_job in one round trip: refuse an id whose job or result exists, else store and queue it.
-# It also notes the queue's name in arq:queues, so operators can list the queues that exist.
+# It also notes the queue's name in arq:queues, so operators can list the queues that exist, and, for a job due
+# now, pushes a token to the queue's notify list, which wakes an idle worker at once instead of at its next poll.
 _ENQUEUE_LUA = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('RPUSH', KEYS[5], '1')
+  redis.call('LTRIM', KEYS[5], -NOTIFY_CAP, -1)
+end
 return 1
-"""
+""".replace("NOTIFY_CAP", str(keys.NOTIFY_CAP))
+BATCH = 1000  # jobs per round trip in enqueue_many
 
 
 class JobStatus(StrEnum):
@@ -90,6 +98,58 @@ class Client:
             return task, registry_for(self.settings.tasks).get(task)
         return task, None
 
+    def _prepare(
+        self, task: str | Callable[..., Any], kwargs: dict[str, Any], default_queue: str | None
+    ) -> _Prepared:
+        """Every check and the payload, before anything is written; ``kwargs`` may hold enqueue options."""
+        options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
+        name, known = self.resolve(task)
+        _reject_unknown_options(kwargs, known)
+        if known is not None:
+            known.signature.check(kwargs)
+        defer_until, defer_by = options.get("_defer_until"), options.get("_defer_by")
+        if defer_until is not None and defer_by is not None:
+            raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
+        queue = (
+            options.get("_queue_name")
+            or default_queue
+            or (known.options.queue if known else None)
+            or self.settings.name
+        )
+        now_ms = int(time.time() * 1000)
+        payload = wire.job_payload(name, kwargs, options.get("_job_try"), now_ms)
+        if len(payload) > self.settings.max_payload:
+            raise PayloadTooLargeError(
+                f"the payload of task {name!r} is {len(payload):,} bytes, over the {self.settings.max_payload:,}-byte "
+                "limit (SCALR_QUEUE_MAX_PAYLOAD): pass ids and let the task load the data, not the data itself"
+            )
+        score = now_ms
+        if defer_until is not None:
+            score = int(defer_until.timestamp() * 1000)
+        elif defer_by is not None:
+            score = now_ms + _to_ms(defer_by)
+        expires = options.get("_expires")
+        expires_ms = _to_ms(expires) if expires is not None else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
+        job_id = options.get("_job_id") or uuid.uuid4().hex
+        return _Prepared(
+            name, known, keys.queue_name(queue), job_id, payload, score, expires_ms, score <= now_ms
+        )
+
+    def _store(self, job: _Prepared, pipe: Pipeline | None = None) -> Awaitable[Any]:
+        if self._enqueue_script is None:
+            self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
+        return self._enqueue_script(
+            keys=[
+                keys.job_key(job.job_id),
+                keys.result_key(job.job_id),
+                keys.queue_key(job.queue),
+                keys.QUEUES_KEY,
+                keys.notify_key(job.queue),
+            ],
+            args=[job.expires_ms, job.payload, job.score, job.job_id, job.queue, int(job.due_now)],
+            client=pipe,
+        )
+
     async def enqueue(
         self,
         task: str | Callable[..., Any],
@@ -104,38 +164,58 @@ class Client:
         **kwargs: Any,
     ) -> Job | None:
         """Queue ``task`` with keyword arguments; None when a job with ``_job_id`` already exists."""
-        name, known = self.resolve(task)
-        _reject_unknown_options(kwargs, known)
-        if known is not None:
-            known.signature.check(kwargs)
-        if _defer_until is not None and _defer_by is not None:
-            raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
-        queue = _queue_name or (known.options.queue if known else None) or self.settings.name
-        job_id = _job_id or uuid.uuid4().hex
-        now_ms = int(time.time() * 1000)
-        payload = wire.job_payload(name, kwargs, _job_try, now_ms)
-        if len(payload) > self.settings.max_payload:
-            raise PayloadTooLargeError(
-                f"the payload of task {name!r} is {len(payload):,} bytes, over the {self.settings.max_payload:,}-byte "
-                "limit (SCALR_QUEUE_MAX_PAYLOAD): pass ids and let the task load the data, not the data itself"
-            )
+        options = {
+            "_job_id": _job_id,
+            "_defer_until": _defer_until,
+            "_defer_by": _defer_by,
+            "_expires": _expires,
+            "_job_try": _job_try,
+        }
+        job = self._prepare(
+            task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, _queue_name
+        )
         if self.settings.mode == "sync":
-            return await inline.run(self, name, known, payload, job_id, queue)
-        score = now_ms
-        if _defer_until is not None:
-            score = int(_defer_until.timestamp() * 1000)
-        elif _defer_by is not None:
-            score = now_ms + _to_ms(_defer_by)
-        expires_ms = _to_ms(_expires) if _expires is not None else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
-        queue_key = keys.queue_key(queue)
+            return await inline.run(self, job.name, job.known, job.payload, job.job_id, job.queue)
         async with redis_call(self.settings):
-            if self._enqueue_script is None:
-                self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
-            created = await self._enqueue_script(
-                keys=[keys.job_key(job_id), keys.result_key(job_id), queue_key, keys.QUEUES_KEY],
-                args=[expires_ms, payload, score, job_id, keys.queue_name(queue_key)],
-            )
-        return self.job(job_id, queue) if created else None
+            created = await self._store(job)
+        return self.job(job.job_id, job.queue) if created else None
+
+    async def enqueue_many(
+        self,
+        jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]]],
+        *,
+        _queue_name: str | None = None,
+    ) -> list[Job | None]:
+        """Queue many jobs in a few round trips (one per ``BATCH`` jobs); each gets ``enqueue``'s checks first.
+
+        ``jobs`` holds ``(task, {arguments})`` pairs; the arguments may carry enqueue options (``_job_id``,
+        ``_defer_by`` ...). Nothing is written if any job fails its checks. Returns one Job per pair, in order,
+        ``None`` where the ``_job_id`` already existed.
+        """
+        prepared = [self._prepare(task, dict(kwargs), _queue_name) for task, kwargs in jobs]
+        if self.settings.mode == "sync":
+            return [await inline.run(self, p.name, p.known, p.payload, p.job_id, p.queue) for p in prepared]
+        created: list[Any] = []
+        for start in range(0, len(prepared), BATCH):
+            async with redis_call(self.settings), self.redis.pipeline(transaction=False) as pipe:
+                for job in prepared[start : start + BATCH]:
+                    await self._store(job, pipe)  # queued on the pipeline: sent with execute()
+                created += await pipe.execute()
+        return [
+            self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: str
+    known: Task[..., Any] | None
+    queue: str
+    job_id: str
+    payload: bytes
+    score: int
+    expires_ms: int
+    due_now: bool
 
 
 class Job:
@@ -273,6 +353,13 @@ async def close() -> None:
     client = _clients.pop(loop, None)
     if client is not None:
         await client.close()
+
+
+async def enqueue_many(
+    jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]]], *, _queue_name: str | None = None
+) -> list[Job | None]:
+    """Queue many ``(task, {arguments})`` pairs in a few round trips; see ``Client.enqueue_many``."""
+    return await default_client().enqueue_many(jobs, _queue_name=_queue_name)
 
 
 async def enqueue(

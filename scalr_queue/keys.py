@@ -22,6 +22,8 @@ WORKERS_PREFIX = "arq:workers:"
 FAILED_KEY = "arq:failed"
 QUEUES_KEY = "arq:queues"
 PAUSED_PREFIX = "arq:paused:"
+NOTIFY_PREFIX = "arq:notify:"
+NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle worker
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
 
@@ -65,6 +67,11 @@ def worker_key(worker_id: str) -> str:
 def paused_key(queue: str) -> str:
     """Present while a queue is paused: its workers take no new jobs."""
     return PAUSED_PREFIX + queue_name(queue)
+
+
+def notify_key(queue: str) -> str:
+    """List of wake-up tokens: enqueue pushes one for a job due now; an idle worker blocks on it."""
+    return NOTIFY_PREFIX + queue_name(queue)
 
 
 def failed_key(job_id: str) -> str:

@@ -8,18 +8,25 @@
 - A job for a task this worker does not know is put back for the rollout window, for a newer worker.
 - Failures that happen before a task runs (unknown task, undecodable payload, expired, a job that killed its
   worker on every try) are written to the failed store with the reason.
+- Speed: jobs are claimed in batches with their payloads and tries (one script call, ``_claim.py``), finished in
+  groups (one transaction for all jobs that ended meanwhile, ``_finish.py``), and an idle worker blocks on the
+  queue's notify list, so a new job starts at once instead of at the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from signal import Signals
 from typing import Any
 
-from arq.worker import Worker
+from arq.constants import abort_jobs_ss, keep_cronjob_progress
+from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+from arq.utils import ms_to_datetime, to_seconds
+from arq.worker import JobExecutionFailed, Retry, Worker
 
 from .. import keys, wire
 from ..config import Settings
@@ -27,33 +34,19 @@ from ..connection import REDIS_DOWN_ERRORS
 from ..execution import STATE_KEY, WorkerState
 from ..failed import FailedJob, FailureReason, iso_ms, now_iso
 from ..logs import get_logger
+from ._claim import RETRY_KEY_TTL_S, Claimed, Claimer
+from ._finish import Finish, FinishGroups, now_ms, result_ttl_ms
 
 log = get_logger("scalr_queue.worker")
 
 ENGINE_CTX_KEY = "scalr_queue_engine"
+_NO_RESULT = object()
 ROLLOUT_RECHECK_S = (
     1.0  # how soon a job for an unknown task is offered again (to other workers) in the window
 )
 REDIS_RETRY_LIMIT_S = 60.0  # how long finishing a job waits for Redis before giving the job up to its lease
 PREVIEW_BYTES = 120
-CLAIM_SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
-
-# Claim up to ARGV[2] due jobs in one call: each claim is arq's in-progress key, set only if absent (a lease).
-# Nothing is claimed while the queue is paused (KEYS[2]).
-_CLAIM_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-local claimed = {}
-local want = 2 * tonumber(ARGV[2])
-for i = 1, #due, 2 do
-  if redis.call('SET', ARGV[3] .. due[i], '1', 'NX', 'PX', ARGV[5]) then
-    claimed[#claimed + 1] = due[i]
-    claimed[#claimed + 1] = due[i + 1]
-    if #claimed >= want then break end
-  end
-end
-return claimed
-"""
+IDLE_WAIT_S = 2.0  # longest an idle worker blocks before it looks at the queue anyway
 
 
 class ScalrWorker(Worker):
@@ -72,7 +65,17 @@ class ScalrWorker(Worker):
         # Jobs of tasks this worker does not know, left alone until the rollout window ends (job id -> time).
         self._not_mine_until: dict[str, float] = {}
         self._slot_freed = asyncio.Event()
-        self._claim_script: Any = None
+        self._claimer: Claimer | None = None
+        self._idle = False
+        self._upcoming_ms: int | None = None
+        # arq's loop sleeps its poll delay between turns; ours blocks on the notify list instead, for at most this.
+        self.idle_wait_s = to_seconds(options.get("poll_delay")) or IDLE_WAIT_S
+        self.poll_delay_s = 0
+        self._finishes = FinishGroups(
+            lambda: self.pool,
+            lambda: self.state.failed_store if self.state else None,
+            self._until_redis_answers,
+        )
 
     @property
     def state(self) -> WorkerState | None:
@@ -121,70 +124,22 @@ class ScalrWorker(Worker):
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("lease_renewal_failed", jobs=len(running), error=str(exc) or type(exc).__name__)
 
-    # --- claiming jobs --------------------------------------------------------------------------------------
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim due jobs in batches, one script call each, as slots free up.
-
-        arq claims one id at a time (WATCH, EXISTS, ZSCORE, MULTI) from a list every worker read at once, so
-        workers mostly lose races to each other, and it waits out its poll delay whenever its slots are full.
-        Here a batch claim takes only what is free, and a slot freeing within the poll delay is refilled at
-        once. The loop hands back to arq's poll loop (heartbeat, cron) at least every poll delay.
-        """
-        if not job_ids:
-            return  # arq's look at the queue found nothing due
-        until = time.monotonic() + self.poll_delay_s
-        while self.allow_pick_jobs:
-            free = self.max_jobs - self.job_counter
-            if free <= 0:
-                self._slot_freed.clear()
-                left = until - time.monotonic()
-                if left <= 0:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), left)
-                continue
-            claimed = await self._claim(free)
-            for job_id, score in claimed:
-                self._start(job_id, score)
-            if len(claimed) < free or time.monotonic() >= until:
-                return
-
-    async def _claim(self, count: int) -> list[tuple[str, int]]:
-        if self._claim_script is None:
-            self._claim_script = self.pool.register_script(_CLAIM_LUA)
-        now_ms = int(time.time() * 1000)
-        flat = await self._claim_script(
-            keys=[self.queue_name, keys.paused_key(self.queue_name)],
-            args=[now_ms, count, keys.IN_PROGRESS_PREFIX, CLAIM_SCAN_LIMIT, int(self.lease_s * 1000)],
-        )
-        claimed = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
-        if self._not_mine_until:
-            now = time.monotonic()
-            self._not_mine_until = {j: t for j, t in self._not_mine_until.items() if t > now}
-            mine = [(j, s) for j, s in claimed if j not in self._not_mine_until]
-            if len(mine) < len(claimed):  # hand jobs of unknown tasks straight back, for a newer worker
-                await self.pool.delete(
-                    *[keys.in_progress_key(j) for j, _ in claimed if j in self._not_mine_until]
-                )
-            claimed = mine
-        return claimed
-
-    def _start(self, job_id: str, score: int) -> None:
-        self.job_counter += 1
-        task = self.loop.create_task(self.run_job(job_id, score))
-        task.add_done_callback(self._job_done)
-        self.tasks[job_id] = task
-
-    def _job_done(self, _: asyncio.Task[Any]) -> None:
-        self.job_counter -= 1
-        self._slot_freed.set()
-
-    # --- Redis outages --------------------------------------------------------------------------------------
+    # --- claiming and running jobs -------------------------------------------------------------------------
 
     async def _poll_iteration(self) -> None:
+        """One turn of arq's loop: fill free slots, reap finished tasks, beat, then wait for work if idle."""
         try:
-            await super()._poll_iteration()
+            if self.allow_pick_jobs and self._burst_allows():
+                await self._fill_slots()
+            if self.allow_abort_jobs:
+                await self._cancel_aborted_jobs()
+            for job_id, task in list(self.tasks.items()):
+                if task.done():
+                    del self.tasks[job_id]
+                    task.result()  # an error of our own run path surfaces here, as in arq
+            await self.heart_beat()
+            if self._idle and self.allow_pick_jobs:
+                await self._wait_for_work()
         except REDIS_DOWN_ERRORS as exc:
             if self._redis_down_since is None:
                 self._redis_down_since = time.monotonic()
@@ -196,6 +151,194 @@ class ScalrWorker(Worker):
                 log.info("redis_reconnected", outage_s=round(time.monotonic() - self._redis_down_since, 2))
                 self._redis_down_since = None
                 self._outage_backoff_s = 0.1
+
+    def _burst_allows(self) -> bool:
+        return not (self.burst and 0 <= self.max_burst_jobs <= self._jobs_started())
+
+    async def _fill_slots(self) -> None:
+        """Claim due jobs in batches as slots free up; hand back to the loop (heartbeat, cron) now and then."""
+        deadline = time.monotonic() + self.idle_wait_s
+        while self.allow_pick_jobs:
+            free = self.max_jobs - self.job_counter
+            if self.burst and self.max_burst_jobs >= 0:
+                free = min(free, self.max_burst_jobs - self._jobs_started())
+            if free <= 0:
+                self._idle = False
+                self._slot_freed.clear()
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._burst_allows():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), left)
+                continue
+            if self._claimer is None:
+                self._claimer = Claimer(self.pool, self.queue_name, self.lease_s)
+            claimed, self._upcoming_ms = await self._claimer.claim(free)
+            mine = await self._skip_unknown_tasks(claimed)
+            for job in mine:
+                self._start(job)
+            if len(claimed) < free:
+                self._idle = True
+                return
+            if time.monotonic() >= deadline:
+                self._idle = False
+                return
+
+    async def _wait_for_work(self) -> None:
+        """Block on the notify list until a job is enqueued, the next deferred job is due, or the idle wait ends."""
+        timeout = self.idle_wait_s
+        if self._upcoming_ms is not None:
+            timeout = min(timeout, (self._upcoming_ms - time.time() * 1000) / 1000)
+        if self.burst:
+            timeout = min(timeout, 0.01)
+        if timeout < 0.005:
+            return
+        if self.burst:
+            await asyncio.sleep(timeout)
+            return
+        # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
+        await self.pool.execute_command("BLPOP", keys.notify_key(self.queue_name), f"{timeout:.3f}")  # type: ignore[no-untyped-call]
+
+    async def _skip_unknown_tasks(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Hand jobs of tasks this worker does not know straight back, during the rollout window."""
+        if not self._not_mine_until:
+            return claimed
+        now = time.monotonic()
+        self._not_mine_until = {j: t for j, t in self._not_mine_until.items() if t > now}
+        theirs = [job for job in claimed if job.job_id in self._not_mine_until]
+        if theirs:
+            async with self.pool.pipeline(transaction=True) as pipe:
+                for job in theirs:
+                    pipe.delete(keys.in_progress_key(job.job_id))
+                    pipe.decr(keys.retry_key(job.job_id))
+                await pipe.execute()
+        return [job for job in claimed if job.job_id not in self._not_mine_until]
+
+    def _start(self, job: Claimed) -> None:
+        self.job_counter += 1
+        task = self.loop.create_task(self._run(job))
+        task.add_done_callback(self._job_done)
+        self.tasks[job.job_id] = task
+
+    def _job_done(self, _: asyncio.Task[Any]) -> None:
+        self.job_counter -= 1
+        self._slot_freed.set()
+
+    async def _run(self, job: Claimed) -> None:
+        """Run one claimed job as arq's ``run_job`` would, then finish it in the next group write."""
+        job_id, score, job_try = job.job_id, job.score, job.job_try
+        start_ms = now_ms()
+        if job.payload is None:
+            return await self._fail_early(job_id, job_try, start_ms, JobExecutionFailed("job expired"))
+        try:
+            name, args, kwargs, enqueue_try, enqueue_ms = deserialize_job_raw(
+                job.payload, deserializer=self.job_deserializer
+            )
+        except SerializationError as exc:
+            return await self._fail_early(job_id, job_try, start_ms, exc)
+        early = functools.partial(
+            self._fail_early, job_id, job_try, start_ms, name=name, kwargs=kwargs, enqueue_ms=enqueue_ms
+        )
+        if self.allow_abort_jobs and await self.pool.zrem(abort_jobs_ss, job_id):
+            return await early(asyncio.CancelledError())
+        function = self.functions.get(name)
+        if function is None:
+            return await early(JobExecutionFailed(f"function {name!r} not found"))
+        if enqueue_try and enqueue_try > job_try:
+            job_try = enqueue_try
+            await self.pool.setex(keys.retry_key(job_id), RETRY_KEY_TTL_S, str(job_try))
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if job_try > max_tries:
+            return await early(JobExecutionFailed(f"max {max_tries} retries exceeded"))
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_ms),
+            "score": score,
+        }
+        if self.on_job_start:
+            await self.on_job_start(ctx)
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        result: Any = _NO_RESULT
+        finish = success = False
+        incr_score: int | None = None
+        self.job_tasks[job_id] = asyncio.current_task()  # type: ignore[assignment]  # what an abort cancels
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await function.coroutine(ctx, *args, **kwargs)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, Retry):
+                incr_score = exc.defer_score + (now_ms() - score) if exc.defer_score else None
+                self.jobs_retried += 1
+            elif isinstance(exc, asyncio.CancelledError) and job_id in self.aborting_tasks:
+                result, finish = exc, True
+                self.aborting_tasks.remove(job_id)
+                self.jobs_failed += 1
+            elif isinstance(exc, asyncio.CancelledError):
+                self.jobs_retried += 1  # shutdown: queued again as it is
+            else:
+                result, finish = exc, True
+                self.jobs_failed += 1
+        else:
+            success = finish = True
+            self.jobs_complete += 1
+        finally:
+            self.job_tasks.pop(job_id, None)
+        keep_forever = (
+            self.keep_result_forever if function.keep_result_forever is None else function.keep_result_forever
+        )
+        keep_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
+        result_data = None
+        if result is not _NO_RESULT and (keep_forever or keep_s > 0):
+            result_data = serialize_result(
+                name, args, kwargs, job_try, enqueue_ms, success, result, start_ms, now_ms(), f"{job_id}:{name}",
+                self.queue_name, job_id=job_id, serializer=self.job_serializer,
+            )  # fmt: skip
+        if self.on_job_end:
+            await self.on_job_end(ctx)
+        if incr_score is not None:
+            due = score + incr_score
+            self._upcoming_ms = due if self._upcoming_ms is None else min(self._upcoming_ms, due)
+        state = self.state
+        item = Finish(
+            job_id=job_id,
+            queue_key=self.queue_name,
+            finish=finish,
+            result_data=result_data,
+            result_ttl_ms=result_ttl_ms(bool(keep_forever), keep_s),
+            incr_score=incr_score,
+            keep_in_progress_ms=int(keep_cronjob_progress * 1000) if hasattr(function, "next_run") else None,
+            failure=state.pending_failures.pop(job_id, None) if state else None,
+            refund_try=self.stopping and not finish and incr_score is None,
+        )
+        await asyncio.shield(self._finishes.finish(item))
+        if item.refund_try:
+            log.info("job_requeued", job_id=job_id, reason="worker stopping")
+        if self.after_job_end:
+            await self.after_job_end(ctx)
+        return None
+
+    async def _fail_early(
+        self,
+        job_id: str,
+        job_try: int,
+        start_ms: int,
+        error: BaseException,
+        *,
+        name: str = "<unknown>",
+        kwargs: dict[str, Any] | None = None,
+        enqueue_ms: int = 0,
+    ) -> None:
+        """The job cannot run: record it as arq would, through ``finish_failed_job`` (rollout window, store)."""
+        self.jobs_failed += 1
+        result_data = serialize_result(
+            name, (), kwargs or {}, job_try, enqueue_ms, False, error, start_ms, now_ms(), f"{job_id}:{name}",
+            self.queue_name, job_id=job_id, serializer=self.job_serializer,
+        )  # fmt: skip
+        await asyncio.shield(self.finish_failed_job(job_id, result_data))
+
+    # --- Redis outages ---------------------------------------------------------------------------------------
 
     async def _until_redis_answers(self, work: Callable[[], Awaitable[None]], job_id: str) -> None:
         """Run ``work``, retrying through a Redis outage; past the limit the job is left to its lease."""
@@ -213,41 +356,6 @@ class ScalrWorker(Worker):
                 delay = min(delay * 2, 2.0)
 
     # --- finishing jobs -------------------------------------------------------------------------------------
-
-    async def finish_job(
-        self,
-        job_id: str,
-        finish: bool,
-        result_data: bytes | None,
-        result_timeout_s: float | None,
-        keep_result_forever: bool,
-        incr_score: int | None,
-        keep_in_progress: float | None,
-    ) -> None:
-        state = self.state
-        failure = state.pending_failures.pop(job_id, None) if state else None
-        # arq re-queues a job cancelled by shutdown at once; hand back the try it used.
-        refund_try = self.stopping and not finish and incr_score is None
-
-        async def work() -> None:
-            if failure is not None and state is not None and state.failed_store is not None:
-                await state.failed_store.record(failure)
-            await Worker.finish_job(
-                self,
-                job_id,
-                finish,
-                result_data,
-                result_timeout_s,
-                keep_result_forever,
-                incr_score,
-                keep_in_progress,
-            )
-            if refund_try:
-                await self.pool.decr(keys.retry_key(job_id))
-
-        await self._until_redis_answers(work, job_id)
-        if refund_try:
-            log.info("job_requeued", job_id=job_id, reason="worker stopping")
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """A job failed before its task ran: put it back for the rollout window, or record why it failed."""
