@@ -1,21 +1,20 @@
-"""No-op tasks for the benchmark, as a scalr_queue worker module and as a plain arq WorkerSettings."""
+"""Tasks for the benchmark, as a scalr_queue worker module and as plain arq WorkerSettings (arq's defaults)."""
 
 import os
+import time
 
 
 async def noop(ctx: dict) -> None:
     return None
 
 
-tasks = [noop]
+async def stamp(ctx: dict) -> None:
+    """Records how long the job waited between enqueue and start (ms), for the latency scenario."""
+    waited_ms = time.time() * 1000 - ctx["enqueue_time"].timestamp() * 1000
+    await ctx["redis"].rpush(os.environ["BENCH_LATENCY_KEY"], f"{waited_ms:.3f}")
 
 
-class ArqSettings:
-    """Plain arq with its defaults (pickle, 0.5 s polling, 10 jobs at once) on the benchmark's queue."""
-
-    functions = [noop]
-    queue_name = os.environ.get("BENCH_ARQ_QUEUE", "arq:queue")
-    redis_settings = None  # filled from REDIS_URL below
+tasks = [noop, stamp]
 
 
 def _redis_settings() -> object:
@@ -24,4 +23,10 @@ def _redis_settings() -> object:
     return RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
 
 
-ArqSettings.redis_settings = _redis_settings()  # type: ignore[assignment]
+class ArqSettings:
+    """Plain arq with its defaults (pickle, 0.5 s polling), on the benchmark's queue and concurrency."""
+
+    functions = [noop, stamp]
+    queue_name = os.environ.get("BENCH_ARQ_QUEUE", "arq:queue")
+    max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "10"))
+    redis_settings = _redis_settings()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -32,12 +31,14 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
 def create_redis(settings: Settings, *, socket_timeout: float | None = None, **pool_kwargs: Any) -> ArqRedis:
     """A lazily connecting client for ``settings.redis_url``; nothing is sent until the first command.
 
+    ``socket_timeout=0`` means no per-read timeout (the caller bounds whole calls instead).
+
     A dropped connection (a Redis restart) is retried twice with a short backoff before an error surfaces.
     """
     pool = ConnectionPool.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout if socket_timeout is None else socket_timeout,
+        socket_timeout=settings.redis_timeout if socket_timeout is None else (socket_timeout or None),
         retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         **pool_kwargs,
@@ -63,14 +64,30 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError
     )
 
 
-@contextlib.asynccontextmanager
-async def redis_call(settings: Settings) -> AsyncIterator[None]:
-    """Bound the enclosed Redis work by ``redis_timeout`` and turn "Redis is down" into RedisUnavailableError."""
-    try:
-        async with asyncio.timeout(settings.redis_timeout):
-            yield
-    except REDIS_DOWN_ERRORS as exc:
-        raise unavailable(settings, exc) from exc
+class redis_call:
+    """Bound the enclosed Redis work by ``redis_timeout`` and turn "Redis is down" into RedisUnavailableError.
+
+    A plain class rather than a generator-based context manager: it sits on every enqueue.
+    """
+
+    __slots__ = ("_settings", "_timeout")
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._timeout = asyncio.timeout(settings.redis_timeout)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except REDIS_DOWN_ERRORS as timed_out:
+            raise unavailable(self._settings, timed_out) from timed_out
+        if exc is not None and isinstance(exc, REDIS_DOWN_ERRORS):
+            raise unavailable(self._settings, exc) from exc
 
 
 async def redis_info(redis: ArqRedis) -> dict[str, Any]:

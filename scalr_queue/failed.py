@@ -45,6 +45,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 redis.call('PSETEX', KEYS[3], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[8], '1')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[4])
 return 1
@@ -177,6 +178,7 @@ class FailedStore:
                 keys.retry_key(job_id),
                 keys.in_progress_key(job_id),
                 keys.queue_key(failed.queue),
+                keys.notify_key(failed.queue),
             ],
             args=[86_400_000, payload, now_ms, job_id],
         )

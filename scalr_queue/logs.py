@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -28,6 +29,13 @@ class _ScalrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we installed, so configuring again replaces it instead of adding a second one."""
 
 
+def _logger_field(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``get_logger(name)`` binds ``logger_name`` (structlog reserves ``logger``); show it as ``logger``."""
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
+
+
 def _renderer(fmt: LogFormat) -> Any:
     if fmt == "auto":
         fmt = "console" if sys.stdout.isatty() else "json"
@@ -37,37 +45,48 @@ def _renderer(fmt: LogFormat) -> Any:
 
 
 def configure_logging(fmt: LogFormat | None = None, level: str | None = None) -> None:
-    """Route structlog and stdlib logging (arq's included) to stdout in one format; safe to call again."""
+    """Route structlog and stdlib logging (arq's included) to stdout in one format; safe to call again.
+
+    structlog's own events (ours, and a task's structlog calls) go straight to stdout, with no detour through
+    stdlib logging: a worker logs twice per job. stdlib records (arq's, a task's ``logging`` calls) are rendered by
+    the same processors through a handler on the root logger.
+    """
     if fmt is None or level is None:
         from .config import get_settings
 
         settings = get_settings()
         fmt = fmt or settings.log_format
         level = level or settings.log_level
-    json_output = _renderer(fmt).__class__ is structlog.processors.JSONRenderer
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    renderer = _renderer(fmt)
+    tracebacks = (
+        [structlog.processors.format_exc_info]
+        if isinstance(renderer, structlog.processors.JSONRenderer)
+        else []
+    )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.contextvars.merge_contextvars,
+            _logger_field,
+            structlog.processors.add_log_level,
+            timestamper,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *tracebacks,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         cache_logger_on_first_use=False,
     )
-    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if json_output:
-        final += [structlog.processors.format_exc_info]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-        processors=[*final, _renderer(fmt)],
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            structlog.stdlib.ExtraAdder(),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, renderer],
     )
     handler = _ScalrHandler(sys.stdout)
     handler.setFormatter(formatter)
@@ -86,4 +105,5 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
 
 
 def get_logger(name: str = "scalr_queue") -> Any:
-    return structlog.stdlib.get_logger(name)
+    """A structlog logger whose events carry ``logger=name``."""
+    return structlog.get_logger(logger_name=name)  # shown as "logger", like a stdlib record's

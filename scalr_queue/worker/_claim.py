@@ -21,13 +21,13 @@ RETRY_KEY_TTL_S = 88_400  # arq's expiry on its try counter
 
 # KEYS: queue, paused flag, notify list. ARGV: now (ms), how many, scan limit, lease (ms), key prefix.
 # Returns the score of the next job not yet due (or false), then id, score, payload (or false), try for each claim.
-# When it takes fewer than asked, nothing else is due: the wake-up tokens are spent, so they are dropped.
+# When it takes some but fewer than asked, nothing else is due: the wake-up tokens are spent, so they are dropped.
+# An idle look (nothing due) costs two reads.
 _CLAIM_LUA = """
 local now = tonumber(ARGV[1])
-local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-local out = {upcoming[2] or false}
-if redis.call('EXISTS', KEYS[2]) == 1 then return out end
+local out = {false}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+if #due > 0 and redis.call('EXISTS', KEYS[2]) == 1 then return out end
 local want = tonumber(ARGV[2])
 local taken = 0
 for i = 1, #due, 2 do
@@ -44,7 +44,11 @@ for i = 1, #due, 2 do
     if taken >= want then break end
   end
 end
-if taken < want then redis.call('DEL', KEYS[3]) end
+if taken < want then
+  if taken > 0 then redis.call('DEL', KEYS[3]) end
+  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  out[1] = upcoming[2] or false
+end
 return out
 """.replace("RETRY_TTL", str(RETRY_KEY_TTL_S))
 

@@ -35,6 +35,7 @@ ARQ_SETTINGS = frozenset(inspect.signature(Worker).parameters)
 # arq cancels a try at its own timeout; ours fires first, inside the task, so the try ends as a clean error.
 TIMEOUT_BACKSTOP_S = 5.0
 HEARTBEAT_CTX_KEY = "scalr_queue_heartbeat"
+ARQ_HEALTH_CHECK_INTERVAL_S = 30
 _JSON_ONLY = ("job_serializer", "job_deserializer")
 
 
@@ -184,7 +185,8 @@ def _complete(user: dict[str, Any], *, queue: str | None, settings: Settings, so
         "keep_result": user.get("keep_result", settings.keep_result),
         # arq crashes on a failed job when this is set worker-wide (arq #531); it moved onto each function.
         "keep_result_forever": False,
-        "health_check_interval": user.get("health_check_interval", settings.health_interval),
+        # arq's shared key: refreshed every 30 s so `arq --check` works; our own probe uses per-worker heartbeats.
+        "health_check_interval": user.get("health_check_interval", ARQ_HEALTH_CHECK_INTERVAL_S),
         "job_serializer": wire.dumps,
         "job_deserializer": wire.loads,
         "on_startup": on_startup,
