@@ -35,7 +35,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install  ## scalr_queue beside plain arq, same run, same Redis
+bench: install  ## scalr_queue beside plain arq and the peers (saq, dramatiq), same run, same Redis
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
 clean:

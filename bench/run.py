@@ -1,13 +1,16 @@
-"""scalr_queue beside plain arq (with its defaults), same machine, same Redis, same run: `make bench`.
+"""scalr_queue beside plain arq (with its defaults) and the peers that are installed (saq, dramatiq: the `bench`
+extra), on one machine, against one throwaway Redis, in one run: `make bench`.
 
 Scenarios, each repeated (--repeat, default 3) and reported as medians:
   enqueue        one awaited enqueue at a time
-  enqueue_many   20,000 jobs through enqueue_many (arq: 1,000 concurrent enqueue_job calls at a time)
+  enqueue_many   20,000 jobs, as fast as each allows (scalr_queue: enqueue_many; arq, saq: 1,000 concurrent
+                 calls at a time; dramatiq: its synchronous send)
   process c=10   N queued no-op jobs drained by one worker process running 10 at once (first finish to empty)
   process c=100  the same at 100 at once
-  latency        enqueue-to-start of jobs sent one by one at a steady rate to an idle running worker
-Per job in the c=10 run: Redis commands and socket reads (≈ round trips) and the worker's CPU; the worker's
-peak RSS; Redis commands per second while the worker idles. Writes bench/results/latest.json.
+  latency        from the producer's enqueue call to the task's start, jobs sent one by one at a steady rate to
+                 an idle running worker (the task gets the producer's clock as an argument)
+From the c=10 run: Redis commands and socket reads (≈ round trips) per job, the worker's CPU per job and peak
+RSS; from the latency run: Redis commands per second while the worker idles. Writes bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -16,189 +19,141 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arq.connections import ArqRedis  # noqa: E402
-from redis.asyncio import Redis  # noqa: E402
-
 import scalr_queue  # noqa: E402
-from scalr_queue.client import Client  # noqa: E402
-from scalr_queue.config import load_settings  # noqa: E402
+from bench.systems import System, available  # noqa: E402
 from scalr_queue.testing import RedisServer  # noqa: E402
 
-SYSTEMS = ("arq", "scalr_queue")
 POLL_S = 0.02
 
 
-def worker_command(system: str, burst: bool) -> list[str]:
-    if system == "arq":
-        command = [sys.executable, "-m", "arq", "bench.tasks.ArqSettings"]
-    else:
-        command = [sys.executable, "-m", "scalr_queue.worker", "bench.tasks"]
-    return [*command, "--burst"] if burst else command
+def queue_name() -> str:
+    return f"b{uuid.uuid4().hex[:8]}"
 
 
-def worker_env(url: str, system: str, name: str, concurrency: int, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "REDIS_URL": url,
-        "SCALR_QUEUE_NAME": name,
-        "SCALR_QUEUE_CONCURRENCY": str(concurrency),
-        "BENCH_ARQ_QUEUE": f"arq:queue:{name}",
-        "BENCH_CONCURRENCY": str(concurrency),
-        **extra,
-    }
-
-
-async def enqueue_one_at_a_time(url: str, system: str, n: int) -> float:
-    name = f"b{uuid.uuid4().hex[:8]}"
-    if system == "arq":
-        redis = ArqRedis.from_url(url)
-        call: Callable[[], Any] = lambda: redis.enqueue_job("noop", _queue_name=f"arq:queue:{name}")  # noqa: E731
-    else:
-        client = Client(load_settings(REDIS_URL=url, name=name))
-        call = lambda: client.enqueue("noop")  # noqa: E731
-    await call()
+async def enqueue_one_at_a_time(kind: type[System], url: str, n: int) -> dict[str, float]:
+    system = kind(url, queue_name())
+    await system.open()
+    await system.enqueue("noop")
     started = time.perf_counter()
     for _ in range(n):
-        await call()
+        await system.enqueue("noop")
     rate = n / (time.perf_counter() - started)
-    cleanup = redis if system == "arq" else client.redis
-    await cleanup.delete(f"arq:queue:{name}")
-    await (redis.aclose() if system == "arq" else client.close())
-    return rate
+    await system.close()
+    return {"per_s": rate}
 
 
-async def fill(url: str, system: str, name: str, n: int, task: str = "noop") -> float:
-    """Put n jobs on the queue as fast as the system allows; returns jobs per second."""
+async def enqueue_many(kind: type[System], url: str, n: int) -> dict[str, float]:
+    system = kind(url, queue_name())
+    await system.open()
     started = time.perf_counter()
-    if system == "arq":
-        redis = ArqRedis.from_url(url)
-        for first in range(0, n, 1000):
-            calls = (
-                redis.enqueue_job(task, _queue_name=f"arq:queue:{name}") for _ in range(min(1000, n - first))
-            )
-            await asyncio.gather(*calls)
-        await redis.aclose()
-    else:
-        client = Client(load_settings(REDIS_URL=url, name=name))
-        for first in range(0, n, 1000):
-            await client.enqueue_many([(task, {}) for _ in range(min(1000, n - first))])
-        await client.close()
-    return n / (time.perf_counter() - started)
+    await system.fill(n)
+    rate = n / (time.perf_counter() - started)
+    await system.close()
+    return {"per_s": rate}
 
 
-async def enqueue_many(url: str, system: str, n: int) -> float:
-    name = f"b{uuid.uuid4().hex[:8]}"
-    rate = await fill(url, system, name, n)
-    redis = Redis.from_url(url)
-    await redis.delete(f"arq:queue:{name}")
-    async for key in redis.scan_iter(match="arq:job:*", count=5000):
-        await redis.delete(key)
-    await redis.aclose()
-    return rate
-
-
-async def redis_counters(redis: Redis) -> tuple[int, int]:
+async def counters(redis: Redis) -> tuple[int, int]:
     stats = await redis.info("stats")
     return int(stats["total_commands_processed"]), int(stats["total_reads_processed"])
 
 
-def run_worker_to_empty(url: str, system: str, name: str, concurrency: int) -> tuple[float, float]:
-    """Run a burst worker; returns (CPU seconds, peak RSS in MiB) from the child's rusage."""
-    process = subprocess.Popen(
-        worker_command(system, burst=True),
+def start_worker(system: System, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        system.worker(),
         cwd=ROOT,
-        env=worker_env(url, system, name, concurrency, SCALR_QUEUE_LOG_LEVEL="WARNING"),
+        env=system.env(**env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """SIGTERM, wait; the worker's CPU seconds and peak RSS (MiB), its children included."""
+    os.killpg(process.pid, signal.SIGTERM)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{system} worker exited with {process.returncode}")
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-async def process(url: str, system: str, n: int, concurrency: int) -> dict[str, float]:
+async def process(kind: type[System], url: str, n: int, concurrency: int) -> dict[str, float]:
     """Drain n queued no-op jobs with one worker process; rate from the first finished job to an empty queue."""
-    name = f"b{uuid.uuid4().hex[:8]}"
-    queue_key = f"arq:queue:{name}"
     redis = Redis.from_url(url)
-    baseline_cpu, _ = await asyncio.to_thread(run_worker_to_empty, url, system, f"empty{name}", concurrency)
-    await fill(url, system, name, n)
-    commands_before, reads_before = await redis_counters(redis)
-    worker = asyncio.create_task(asyncio.to_thread(run_worker_to_empty, url, system, name, concurrency))
-    polls = 0
-    first = last = None
-    while True:
-        left = await redis.zcard(queue_key)
+    idle = kind(url, queue_name(), concurrency)
+    await idle.open()
+    baseline = start_worker(idle)
+    await asyncio.sleep(2.5)  # started and idle: its start-up CPU is the baseline
+    baseline_cpu, _ = stop_worker(baseline)
+    await idle.close()
+    system = kind(url, queue_name(), concurrency)
+    await system.open()
+    await system.fill(n)
+    commands_before, reads_before = await counters(redis)
+    worker = start_worker(system)
+    polls, first, last = 0, None, None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        left = await system.remaining(redis)
         polls += 1
-        now = time.perf_counter()
+        moment = time.perf_counter()
         if first is None and left < n:
-            first = now
+            first = moment
         if left == 0:
-            last = now
+            last = moment
             break
         await asyncio.sleep(POLL_S)
-    cpu, rss = await worker
-    commands_after, reads_after = await redis_counters(redis)
+    commands_after, reads_after = await counters(redis)
+    cpu, rss = stop_worker(worker)
+    await system.close()
     await redis.aclose()
-    assert first is not None and last is not None
+    if first is None or last is None:
+        raise RuntimeError(f"{kind.name} did not drain {n} jobs")
+    overhead = polls * (2 if kind.name == "saq" else 1) + 1
     return {
         "per_s": (n - 1) / max(last - first, 1e-9),
-        "commands_per_job": (commands_after - commands_before - polls - 1) / n,
+        "commands_per_job": (commands_after - commands_before - overhead) / n,
         "reads_per_job": (reads_after - reads_before - polls - 1) / n,
         "cpu_ms_per_job": max(cpu - baseline_cpu, 0) * 1000 / n,
         "rss_mib": rss,
     }
 
 
-async def latency(url: str, system: str, n: int, rate: float) -> dict[str, float]:
-    """Enqueue-to-start times at a steady rate to a running, idle worker; and the idle worker's Redis load."""
-    name = f"b{uuid.uuid4().hex[:8]}"
-    key = f"latency:{name}"
+async def latency(kind: type[System], url: str, n: int, rate: float) -> dict[str, float]:
+    """Producer-call-to-task-start times at a steady rate to a running, idle worker; and its idle Redis load."""
+    key = f"latency:{uuid.uuid4().hex[:8]}"
     redis = Redis.from_url(url)
-    worker = subprocess.Popen(
-        worker_command(system, burst=False),
-        cwd=ROOT,
-        env=worker_env(url, system, name, 10, BENCH_LATENCY_KEY=key, SCALR_QUEUE_LOG_LEVEL="WARNING"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    system = kind(url, queue_name(), 10)
+    await system.open()
+    worker = start_worker(system, BENCH_LATENCY_KEY=key)
     try:
         await asyncio.sleep(3)  # started and settled
-        idle_before, _ = await redis_counters(redis)
+        idle_before, _ = await counters(redis)
         await asyncio.sleep(5)
-        idle_after, _ = await redis_counters(redis)
-        if system == "arq":
-            arq = ArqRedis.from_url(url)
-            send: Callable[[], Any] = lambda: arq.enqueue_job("stamp", _queue_name=f"arq:queue:{name}")  # noqa: E731
-        else:
-            client = Client(load_settings(REDIS_URL=url, name=name))
-            send = lambda: client.enqueue("stamp")  # noqa: E731
+        idle_after, _ = await counters(redis)
         started = time.perf_counter()
         for i in range(n):
-            await send()
+            await system.enqueue("stamp", sent_at=time.time())
             await asyncio.sleep(max(started + (i + 1) / rate - time.perf_counter(), 0))
         deadline = time.monotonic() + 30
         while await redis.llen(key) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         waits = sorted(float(v) for v in await redis.lrange(key, 0, -1))
-        await (arq.aclose() if system == "arq" else client.close())
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_worker(worker)
+        await system.close()
         await redis.aclose()
     q = statistics.quantiles(waits, n=100)
     return {
@@ -225,35 +180,39 @@ def main() -> None:
     parser.add_argument(
         "--latency-rate", type=float, default=200.0, help="jobs per second in the latency scenario"
     )
+    parser.add_argument("--no-peers", action="store_true", help="only plain arq and scalr_queue")
     args = parser.parse_args()
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {s: {} for s in SYSTEMS}
+    kinds = available()[:2] if args.no_peers else available()
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {k.name: {} for k in kinds}
     with RedisServer() as server:
         version = subprocess.run([server.binary, "--version"], capture_output=True, text=True).stdout.split()[
             2
         ][2:]
+        names = ", ".join(k.name for k in kinds)
         print(
-            f"redis-server {version}, python {sys.version.split()[0]}, scalr_queue {scalr_queue.__version__}, {os.cpu_count()} CPUs"
+            f"redis-server {version}, python {sys.version.split()[0]}, scalr_queue {scalr_queue.__version__}, {os.cpu_count()} CPUs; {names}"
         )
         for repetition in range(args.repeat):
-            for system in SYSTEMS:
-                found = runs[system]
+            for kind in kinds:
+                found = runs[kind.name]
                 found.setdefault("enqueue", []).append(
-                    {"per_s": asyncio.run(enqueue_one_at_a_time(server.url, system, args.enqueue_n))}
+                    asyncio.run(enqueue_one_at_a_time(kind, server.url, args.enqueue_n))
                 )
                 found.setdefault("enqueue_many", []).append(
-                    {"per_s": asyncio.run(enqueue_many(server.url, system, args.many_n))}
+                    asyncio.run(enqueue_many(kind, server.url, args.many_n))
                 )
                 found.setdefault("process_c10", []).append(
-                    asyncio.run(process(server.url, system, args.process_n, 10))
+                    asyncio.run(process(kind, server.url, args.process_n, 10))
                 )
                 found.setdefault("process_c100", []).append(
-                    asyncio.run(process(server.url, system, args.process_n, 100))
+                    asyncio.run(process(kind, server.url, args.process_n, 100))
                 )
                 found.setdefault("latency", []).append(
-                    asyncio.run(latency(server.url, system, args.latency_n, args.latency_rate))
+                    asyncio.run(latency(kind, server.url, args.latency_n, args.latency_rate))
                 )
-            print(f"run {repetition + 1}/{args.repeat} done")
-    medians = {system: {scenario: median(r) for scenario, r in runs[system].items()} for system in SYSTEMS}
+                server_flush(server)
+            print(f"run {repetition + 1}/{args.repeat} done", flush=True)
+    medians = {name: {scenario: median(r) for scenario, r in by.items()} for name, by in runs.items()}
     report(medians, args)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -263,56 +222,47 @@ def main() -> None:
     print(f"\nwritten: {out / 'latest.json'}")
 
 
+def server_flush(server: RedisServer) -> None:
+    """Between systems: start the next from an empty Redis (old results and keys would skew its figures)."""
+    subprocess.run(["redis-cli", "-p", str(server.port), "flushall"], capture_output=True, check=False)
+
+
+ROWS = [
+    ("enqueue, one awaited call at a time (jobs/s)", "enqueue", "per_s", True),
+    ("enqueue_many / fastest bulk enqueue, {many} jobs (jobs/s)", "enqueue_many", "per_s", True),
+    ("process {n} no-op jobs, 10 at once (jobs/s)", "process_c10", "per_s", True),
+    ("process {n} no-op jobs, 100 at once (jobs/s)", "process_c100", "per_s", True),
+    ("latency p50 at {rate} jobs/s (ms)", "latency", "p50_ms", False),
+    ("latency p95 (ms)", "latency", "p95_ms", False),
+    ("latency p99 (ms)", "latency", "p99_ms", False),
+    ("Redis commands per job (c=10)", "process_c10", "commands_per_job", False),
+    ("Redis socket reads per job, ≈ round trips (c=10)", "process_c10", "reads_per_job", False),
+    ("worker CPU per job (ms, c=10)", "process_c10", "cpu_ms_per_job", False),
+    ("worker peak RSS (MiB)", "process_c10", "rss_mib", False),
+    ("Redis commands per second, idle worker", "latency", "idle_commands_per_s", False),
+]
+
+
 def report(m: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
-    a, s = m["arq"], m["scalr_queue"]
-    rows = [
-        ("enqueue, one awaited call at a time (jobs/s)", a["enqueue"]["per_s"], s["enqueue"]["per_s"]),
-        (
-            f"enqueue_many, {args.many_n:,} jobs (jobs/s)",
-            a["enqueue_many"]["per_s"],
-            s["enqueue_many"]["per_s"],
-        ),
-        (
-            f"process {args.process_n:,} no-op jobs, 10 at once (jobs/s)",
-            a["process_c10"]["per_s"],
-            s["process_c10"]["per_s"],
-        ),
-        (
-            f"process {args.process_n:,} no-op jobs, 100 at once (jobs/s)",
-            a["process_c100"]["per_s"],
-            s["process_c100"]["per_s"],
-        ),
-        (f"latency p50 at {args.latency_rate:g} jobs/s (ms)", a["latency"]["p50_ms"], s["latency"]["p50_ms"]),
-        ("latency p95 (ms)", a["latency"]["p95_ms"], s["latency"]["p95_ms"]),
-        ("latency p99 (ms)", a["latency"]["p99_ms"], s["latency"]["p99_ms"]),
-        (
-            "Redis commands per job (c=10)",
-            a["process_c10"]["commands_per_job"],
-            s["process_c10"]["commands_per_job"],
-        ),
-        (
-            "Redis socket reads per job (≈ round trips, c=10)",
-            a["process_c10"]["reads_per_job"],
-            s["process_c10"]["reads_per_job"],
-        ),
-        (
-            "worker CPU per job (ms, c=10)",
-            a["process_c10"]["cpu_ms_per_job"],
-            s["process_c10"]["cpu_ms_per_job"],
-        ),
-        ("worker peak RSS (MiB)", a["process_c10"]["rss_mib"], s["process_c10"]["rss_mib"]),
-        (
-            "Redis commands per second, idle worker",
-            a["latency"]["idle_commands_per_s"],
-            s["latency"]["idle_commands_per_s"],
-        ),
-    ]
+    names = list(m)
+    width = 54
     print(
-        f"\n{'scenario (medians of ' + str(args.repeat) + ')':<58} {'plain arq':>12} {'scalr_queue':>12} {'ratio':>8}"
+        f"\n{'medians of ' + str(args.repeat) + ' runs':<{width}}"
+        + "".join(f"{n:>13}" for n in names)
+        + f"{'vs arq':>9}{'vs best peer':>14}"
     )
-    for label, arq_value, ours in rows:
+    for label, scenario, key, higher_is_better in ROWS:
+        text = label.format(many=f"{args.many_n:,}", n=f"{args.process_n:,}", rate=f"{args.latency_rate:g}")
+        values = {name: m[name][scenario][key] for name in names}
+        ours, arq = values["scalr_queue"], values["arq"]
+        peers = [values[n] for n in names if n not in ("arq", "scalr_queue")]
+        best = (max(peers) if higher_is_better else min(peers)) if peers else None
+        vs_best = f"{ours / best:>13.2f}x" if best else f"{'-':>14}"
         print(
-            f"{label:<58} {arq_value:>12,.2f} {ours:>12,.2f} {ours / arq_value if arq_value else float('nan'):>7.2f}x"
+            f"{text:<{width}}"
+            + "".join(f"{values[n]:>13,.2f}" for n in names)
+            + f"{ours / arq:>8.2f}x"
+            + vs_best
         )
 
 

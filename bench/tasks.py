@@ -8,9 +8,13 @@ async def noop(ctx: dict) -> None:
     return None
 
 
-async def stamp(ctx: dict) -> None:
-    """Records how long the job waited between enqueue and start (ms), for the latency scenario."""
-    waited_ms = time.time() * 1000 - ctx["enqueue_time"].timestamp() * 1000
+async def stamp(ctx: dict, sent_at: float) -> None:
+    """Records how long the job waited from the producer's call to its start (ms), for the latency scenario.
+
+    ``sent_at`` is the producer's clock just before it enqueued; arq's own enqueue time is whole milliseconds,
+    too coarse for sub-millisecond latencies.
+    """
+    waited_ms = (time.time() - sent_at) * 1000
     await ctx["redis"].rpush(os.environ["BENCH_LATENCY_KEY"], f"{waited_ms:.3f}")
 
 

@@ -206,3 +206,37 @@ async def test_redis_blackhole_is_bounded_by_redis_timeout(monkeypatch: pytest.M
         assert time.monotonic() - started < 3
     finally:
         listener.close()
+
+
+async def test_enqueue_many_checks_everything_first_then_writes_in_order(redis, queue: str) -> None:  # type: ignore[no-untyped-def]
+    """enqueue_many returns Jobs in order (None for an existing _job_id) and writes nothing if one job is bad."""
+    from scalr_queue import enqueue_many
+
+    with pytest.raises(TaskArgumentsError):
+        await enqueue_many([(basic.add, {"x": 1, "y": 2}), (basic.add, {"x": 1})])
+    assert await redis.zcard(f"arq:queue:{queue}") == 0
+    await enqueue("add", x=0, y=0, _job_id="many-taken")
+    jobs = await enqueue_many(
+        [(basic.add, {"x": i, "y": i}) for i in range(2500)]
+        + [("add", {"x": 1, "y": 1, "_job_id": "many-taken"}), ("add", {"x": 1, "y": 1, "_defer_by": 60})]
+    )
+    assert len(jobs) == 2502
+    assert jobs[2500] is None
+    assert all(job is not None for job in jobs[:2500])
+    assert await redis.zcard(f"arq:queue:{queue}") == 2502  # 2,500 + the earlier one + the deferred one
+    deferred = jobs[2501]
+    assert deferred is not None
+    assert await deferred.status() is JobStatus.deferred
+    payload = json.loads(await redis.get(f"arq:job:{jobs[7].job_id}"))  # type: ignore[union-attr]
+    assert payload["k"] == {"x": 7, "y": 7}
+
+
+async def test_due_jobs_leave_wake_up_tokens_capped(redis, queue: str) -> None:  # type: ignore[no-untyped-def]
+    """Each job due now pushes a token an idle worker blocks on; the list is capped; deferred jobs push none."""
+    from scalr_queue import enqueue_many
+
+    await enqueue_many([("add", {"x": i, "y": i}) for i in range(150)])
+    assert await redis.llen(f"arq:notify:{queue}") == 100
+    await redis.delete(f"arq:notify:{queue}")
+    await enqueue("add", x=1, y=1, _defer_by=30)
+    assert await redis.llen(f"arq:notify:{queue}") == 0
