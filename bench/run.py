@@ -81,9 +81,16 @@ def start_worker(system: System, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
-def stop_worker(process: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """SIGTERM, wait; the worker's CPU seconds and peak RSS (MiB), its children included."""
+def stop_worker(process: subprocess.Popen[bytes], grace_s: float = 60) -> tuple[float, float]:
+    """SIGTERM, wait (SIGKILL after ``grace_s``, reported); the worker's CPU seconds and peak RSS (MiB)."""
     os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() > deadline:
+            print(f"worker {process.args} did not stop within {grace_s:g} s of SIGTERM: killed", flush=True)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024

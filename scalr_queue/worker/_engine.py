@@ -49,6 +49,7 @@ PREVIEW_BYTES = 120
 # Longest an idle worker blocks before it looks at the queue anyway: for jobs nobody announced (enqueued by plain
 # arq, or a dead worker's job whose lease ran out). 3 s keeps an idle worker's Redis load below arq's polling.
 IDLE_WAIT_S = 3.0
+STOPPING_TICK_S = 0.05  # how often a stopping worker's loop turns while running jobs finish
 
 
 class ScalrWorker(Worker):
@@ -140,7 +141,9 @@ class ScalrWorker(Worker):
                     del self.tasks[job_id]
                     task.result()  # an error of our own run path surfaces here, as in arq
             await self.heart_beat()
-            if self._idle and self.allow_pick_jobs:
+            if not self.allow_pick_jobs:
+                await asyncio.sleep(STOPPING_TICK_S)  # stopping: the loop has nothing to claim; do not spin
+            elif self._idle:
                 await self._wait_for_work()
         except REDIS_DOWN_ERRORS as exc:
             if self._redis_down_since is None:

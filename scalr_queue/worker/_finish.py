@@ -68,32 +68,28 @@ class FinishGroups:
         self.store = store
         self.retry = retry
         self._waiting: list[tuple[Finish, asyncio.Future[None]]] = []
-        self._writing = False
+        self._writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
 
     async def finish(self, item: Finish) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().create_task(self._write_groups())
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_groups())
         await future
 
     async def _write_groups(self) -> None:
-        try:
-            while self._waiting:
-                group, self._waiting = self._waiting, []
-                try:
-                    await self.retry(lambda group=group: self._write(group), group[0][0].job_id)  # type: ignore[misc]
-                except Exception as exc:
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for _, future in group:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._writing = False
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self.retry(lambda group=group: self._write(group), group[0][0].job_id)  # type: ignore[misc]
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(None)
 
     async def _write(self, group: list[tuple[Finish, asyncio.Future[None]]]) -> None:
         store = self.store()
