@@ -4,23 +4,31 @@ from importlib.metadata import version as _version
 
 from arq.worker import Retry
 
-from .client import Client, Job, JobStatus, close, enqueue, enqueue_many
+from .client import Client, Job, close, enqueue, enqueue_many
 from .exceptions import (
     ConfigError,
+    EnqueueOutcomeUnknownError,
+    JobAlreadyQueuedError,
     JobFailedError,
     JobNotFoundError,
     JobTimeoutError,
     NonRetryableError,
     PayloadTooLargeError,
+    RedisFullError,
     RedisUnavailableError,
+    ResultTimeoutError,
     ScalrQueueError,
     SerializationError,
     TaskArgumentsError,
     TaskError,
+    UndecodableJobError,
+    UnknownQueueError,
     UnknownTaskError,
     WorkerSettingsError,
 )
 from .logs import configure_logging
+from .records import JobStatus
+from .runner import JobInfo
 from .tasks import Task, task
 
 __version__ = _version("scalr_queue")
@@ -28,20 +36,27 @@ __version__ = _version("scalr_queue")
 __all__ = [
     "Client",
     "ConfigError",
+    "EnqueueOutcomeUnknownError",
     "Job",
+    "JobAlreadyQueuedError",
     "JobFailedError",
+    "JobInfo",
     "JobNotFoundError",
     "JobStatus",
     "JobTimeoutError",
     "NonRetryableError",
     "PayloadTooLargeError",
+    "RedisFullError",
     "RedisUnavailableError",
+    "ResultTimeoutError",
     "Retry",
     "ScalrQueueError",
     "SerializationError",
     "Task",
     "TaskArgumentsError",
     "TaskError",
+    "UndecodableJobError",
+    "UnknownQueueError",
     "UnknownTaskError",
     "WorkerSettingsError",
     "__version__",

@@ -1,85 +1,56 @@
-"""The producer side: ``enqueue`` and ``Job``, on one shared connection pool per running event loop."""
+"""The producer side: ``enqueue`` and ``Job``, on one shared connection pool per running event loop.
+
+Everything is checked before anything is written, with the worker's own rules: the task name, every enqueue
+option, the arguments against the task's signature (from ``SCALR_QUEUE_TASKS``, a function passed in, or the
+registry the workers published) and as JSON. What the producer accepts, a worker can run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import math
 import os
+import re
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
-from . import inline, keys, wire
-from .config import Settings, get_settings
-from .connection import create_redis, redis_call
+from . import keys
+from ._backends import InlineBackend, Prepared, RedisBackend, backend_for
+from ._state import STATE
+from .config import QUEUE_NAME_PATTERN, Settings, get_settings
+from .connection import REDIS_DOWN_ERRORS
 from .exceptions import (
     JobFailedError,
     JobNotFoundError,
     PayloadTooLargeError,
+    ResultTimeoutError,
     ScalrQueueError,
     TaskArgumentsError,
+    UnknownTaskError,
 )
+from .records import MAX_TRY, JobRecord, JobStatus, ResultRecord, valid_name
+from .registry import PublishedTask
 from .tasks import Task, as_task, registry_for
 
 ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expires", "_job_try")
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
+MAX_DELAY_S = 10 * 365 * 86_400  # deferrals and expiries beyond ten years are mistakes, not plans
+_JOB_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
 
-# arq's enqueue_job in one round trip: refuse an id whose job or result exists, else store and queue it.
-# It also notes the queue's name in arq:queues, so operators can list the queues that exist, and, for a job due
-# now, pushes a token to the queue's notify list, which wakes an idle worker at once instead of at its next poll.
-# The keys are built in the script from arq's prefixes (one Redis server, no Cluster): fewer arguments to send.
-# ARGV: expiry (ms), payload, score, job id, queue name, due now (1/0).
-_ENQUEUE_LUA = """
-local job = 'JOB' .. ARGV[4]
-if redis.call('EXISTS', job, 'RESULT' .. ARGV[4]) > 0 then return 0 end
-redis.call('PSETEX', job, ARGV[1], ARGV[2])
-redis.call('ZADD', 'QUEUE' .. ARGV[5], ARGV[3], ARGV[4])
-redis.call('SADD', 'QUEUES', ARGV[5])
-if ARGV[6] == '1' then
-  local notify = 'NOTIFY' .. ARGV[5]
-  redis.call('RPUSH', notify, '1')
-  redis.call('LTRIM', notify, -NOTIFY_CAP, -1)
-end
-return 1
-"""
-for _name, _value in {
-    "NOTIFY_CAP": str(keys.NOTIFY_CAP),
-    "'JOB'": repr(keys.JOB_PREFIX),
-    "'RESULT'": repr(keys.RESULT_PREFIX),
-    "'QUEUES'": repr(keys.QUEUES_KEY),
-    "'QUEUE'": repr(keys.QUEUE_PREFIX),
-    "'NOTIFY'": repr(keys.NOTIFY_PREFIX),
-}.items():
-    _ENQUEUE_LUA = _ENQUEUE_LUA.replace(_name, _value)
-BATCH = 1000  # jobs per round trip in enqueue_many
-
-
-class JobStatus(StrEnum):
-    """Where a job is; ``failed`` is a finished job whose last try did not succeed."""
-
-    queued = "queued"
-    deferred = "deferred"
-    in_progress = "in_progress"
-    complete = "complete"
-    failed = "failed"
-    not_found = "not_found"
+__all__ = ["Client", "Job", "JobStatus", "close", "default_client", "enqueue", "enqueue_many"]
 
 
 class Client:
-    """Owns one Redis pool and enqueues through it; the module-level ``enqueue`` uses one per event loop."""
+    """Owns one Redis pool (or, in sync mode, runs jobs inline) and enqueues through it."""
 
     def __init__(self, settings: Settings | None = None, *, redis: ArqRedis | None = None) -> None:
         self.settings = settings or get_settings()
-        self._redis = redis
-        self._enqueue_script: AsyncScript | None = None
+        self.backend: RedisBackend | InlineBackend = backend_for(self.settings, redis)
         self._closed = False
         # The loop's default client hands out Jobs that look the default up again, so a handle kept past
         # close() uses the next pool instead of reopening this one.
@@ -89,16 +60,13 @@ class Client:
     def redis(self) -> ArqRedis:
         if self._closed:
             raise ScalrQueueError("this Client is closed; create a new one (or use the module-level enqueue)")
-        if self._redis is None:
-            # No per-read socket timeout: every call is bounded as a whole by redis_call (one timer, not three).
-            self._redis = create_redis(self.settings, socket_timeout=0)
-        return self._redis
+        if not isinstance(self.backend, RedisBackend):
+            raise ScalrQueueError("SCALR_QUEUE_MODE=sync: this client has no Redis")
+        return self.backend.redis
 
     async def close(self) -> None:
         self._closed = True
-        if self._redis is not None:
-            redis, self._redis, self._enqueue_script = self._redis, None, None
-            await redis.aclose(close_connection_pool=True)
+        await self.backend.close()
 
     def job(self, job_id: str, queue: str | None = None) -> Job:
         return Job(job_id, queue, client=None if self._is_default else self)
@@ -108,53 +76,72 @@ class Client:
         if not isinstance(task, str):
             resolved = as_task(task)
             return resolved.name, resolved
+        if not valid_name(task):
+            raise UnknownTaskError(
+                f"{_shown(task)} is not a task name: 1-200 characters without whitespace or control characters"
+            )
         if self.settings.tasks:
             return task, registry_for(self.settings.tasks).get(task)
         return task, None
 
-    def _prepare(
+    async def _published(self, name: str, known: Task[..., Any] | None) -> PublishedTask | None:
+        """What the workers published for ``name``, when nothing local knows it (read lazily, then cached)."""
+        backend = self.backend
+        if known is not None or not isinstance(backend, RedisBackend):
+            return None
+        registry = backend.published
+        if registry.stale(name):
+            async with _quiet_redis_call(self.settings):
+                await registry.refresh(backend.redis)
+        return registry.lookup(name) if registry.read else None
+
+    async def prepare(
         self, task: str | Callable[..., Any], kwargs: dict[str, Any], default_queue: str | None
-    ) -> _Prepared:
+    ) -> Prepared:
         """Every check and the payload, before anything is written; ``kwargs`` may hold enqueue options."""
         options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
         name, known = self.resolve(task)
         _reject_unknown_options(kwargs, known)
+        published = await self._published(name, known)
         if known is not None:
             known.signature.check(kwargs)
-        defer_until, defer_by = options.get("_defer_until"), options.get("_defer_by")
-        if defer_until is not None and defer_by is not None:
-            raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
+        elif published is not None:
+            published.check(kwargs)
         queue = (
-            options.get("_queue_name")
+            _queue_option(options.get("_queue_name"))
             or default_queue
-            or (known.options.queue if known else None)
+            or (known.options.queue if known else published.queue if published else None)
             or self.settings.name
         )
         now_ms = int(time.time() * 1000)
-        payload = wire.job_payload(name, kwargs, options.get("_job_try"), now_ms)
+        score = _score(options, now_ms)
+        expires = options.get("_expires")
+        expires_ms = (
+            _duration_ms("_expires", expires, positive=True)
+            if expires is not None
+            else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
+        )
+        job_try = options.get("_job_try")
+        if job_try is not None and (type(job_try) is not int or not 1 <= job_try <= MAX_TRY):
+            raise TaskArgumentsError(
+                f"_job_try must be a whole number of tries from 1, not {_shown(job_try)}"
+            )
+        job_id = options.get("_job_id")
+        if job_id is None:
+            job_id = os.urandom(16).hex()  # like uuid4().hex, a little cheaper
+        elif not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            raise TaskArgumentsError(
+                f"_job_id must be a string of 1-512 characters without control characters, not {_shown(job_id)}"
+            )
+        record = JobRecord(task=name, kwargs=kwargs, enqueue_ms=now_ms, job_try=job_try)
+        payload = record.encode()
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLargeError(
                 f"the payload of task {name!r} is {len(payload):,} bytes, over the {self.settings.max_payload:,}-byte "
                 "limit (SCALR_QUEUE_MAX_PAYLOAD): pass ids and let the task load the data, not the data itself"
             )
-        score = now_ms
-        if defer_until is not None:
-            score = int(defer_until.timestamp() * 1000)
-        elif defer_by is not None:
-            score = now_ms + _to_ms(defer_by)
-        expires = options.get("_expires")
-        expires_ms = _to_ms(expires) if expires is not None else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
-        job_id = options.get("_job_id") or os.urandom(16).hex()  # like uuid4().hex, a little cheaper
-        return _Prepared(
-            name, known, keys.queue_name(queue), job_id, payload, score, expires_ms, score <= now_ms
-        )
-
-    def _store(self, job: _Prepared, pipe: Pipeline | None = None) -> Awaitable[Any]:
-        if self._enqueue_script is None:
-            self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
-        return self._enqueue_script(
-            args=[job.expires_ms, job.payload, job.score, job.job_id, job.queue, 1 if job.due_now else 0],
-            client=pipe,
+        return Prepared(
+            name, known, keys.queue_name(queue), job_id, record, payload, score, now_ms, expires_ms
         )
 
     async def enqueue(
@@ -173,18 +160,16 @@ class Client:
         """Queue ``task`` with keyword arguments; None when a job with ``_job_id`` already exists."""
         options = {
             "_job_id": _job_id,
+            "_queue_name": _queue_name,
             "_defer_until": _defer_until,
             "_defer_by": _defer_by,
             "_expires": _expires,
             "_job_try": _job_try,
         }
-        job = self._prepare(
-            task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, _queue_name
+        job = await self.prepare(
+            task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, None
         )
-        if self.settings.mode == "sync":
-            return await inline.run(self, job.name, job.known, job.payload, job.job_id, job.queue)
-        async with redis_call(self.settings):
-            created = await self._store(job)
+        created = await self.backend.store(job)
         return self.job(job.job_id, job.queue) if created else None
 
     async def enqueue_many(
@@ -193,36 +178,20 @@ class Client:
         *,
         _queue_name: str | None = None,
     ) -> list[Job | None]:
-        """Queue many jobs in a few round trips (one per ``BATCH`` jobs); each gets ``enqueue``'s checks first.
+        """Queue many jobs in a few round trips (one per 1,000 jobs); each gets ``enqueue``'s checks first.
 
         ``jobs`` holds ``(task, {arguments})`` pairs; the arguments may carry enqueue options (``_job_id``,
         ``_defer_by`` ...). Nothing is written if any job fails its checks. Returns one Job per pair, in order,
         ``None`` where the ``_job_id`` already existed.
         """
-        prepared = [self._prepare(task, dict(kwargs), _queue_name) for task, kwargs in jobs]
-        if self.settings.mode == "sync":
-            return [await inline.run(self, p.name, p.known, p.payload, p.job_id, p.queue) for p in prepared]
-        created: list[Any] = []
-        for start in range(0, len(prepared), BATCH):
-            async with redis_call(self.settings), self.redis.pipeline(transaction=False) as pipe:
-                for job in prepared[start : start + BATCH]:
-                    await self._store(job, pipe)  # queued on the pipeline: sent with execute()
-                created += await pipe.execute()
+        default_queue = _queue_option(_queue_name)
+        prepared = [await self.prepare(task, dict(kwargs), default_queue) for task, kwargs in jobs]
+        if not prepared:
+            return []
+        created = await self.backend.store_many(prepared)
         return [
             self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
         ]
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    name: str
-    known: Task[..., Any] | None
-    queue: str
-    job_id: str
-    payload: bytes
-    score: int
-    expires_ms: int
-    due_now: bool
 
 
 class Job:
@@ -244,78 +213,61 @@ class Job:
 
     async def status(self) -> JobStatus:
         client = self.client
-        if client.settings.mode == "sync":
-            outcome = inline.outcome(self.job_id)
-            if outcome is None:
-                return JobStatus.not_found
-            return JobStatus.complete if outcome.success else JobStatus.failed
-        queue_key = keys.queue_key(self.queue or client.settings.name)
-        async with redis_call(client.settings), client.redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.result_key(self.job_id))
-            pipe.exists(keys.in_progress_key(self.job_id))
-            pipe.zscore(queue_key, self.job_id)
-            result, in_progress, score = await pipe.execute()
-        if result is not None:
-            return JobStatus.complete if wire.loads(result).get("s") else JobStatus.failed
-        if in_progress:
-            return JobStatus.in_progress
-        if score is not None:
-            return JobStatus.deferred if score > time.time() * 1000 else JobStatus.queued
-        return JobStatus.not_found
+        return await client.backend.status(self.job_id, self.queue or client.settings.name)
 
     async def info(self) -> dict[str, Any] | None:
         """The stored result record if finished, else the queued job record; None if Redis has neither."""
-        client = self.client
-        if client.settings.mode == "sync":
-            outcome = inline.outcome(self.job_id)
-            return outcome.record if outcome else None
-        async with redis_call(client.settings):
-            raw = await client.redis.get(keys.result_key(self.job_id)) or await client.redis.get(
-                keys.job_key(self.job_id)
-            )
-        return wire.loads(raw) if raw else None
+        result, job, _ = await self.client.backend.record(self.job_id)
+        if result is not None:
+            return {**_as_arq_dict(result), "id": result.job_id}
+        return job.to_dict() if job is not None else None
 
     async def result(self, timeout: float | None = None, *, poll_interval: float = 0.2) -> Any:
         """Wait for the job and return its result (JSON data); raise JobFailedError if it failed.
 
-        Raises TimeoutError after ``timeout`` seconds, JobNotFoundError if Redis knows nothing of the job.
+        Raises ResultTimeoutError after ``timeout`` seconds, JobNotFoundError if Redis knows nothing of the job.
         """
-        client = self.client
-        if client.settings.mode == "sync":
-            outcome = inline.outcome(self.job_id)
-            if outcome is None:
-                raise JobNotFoundError(f"no job {self.job_id} ran in this process (SCALR_QUEUE_MODE=sync)")
-            return _unpack_result(self.job_id, outcome.record)
+        backend = self.client.backend
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         while True:
-            async with redis_call(client.settings), client.redis.pipeline(transaction=True) as pipe:
-                pipe.get(keys.result_key(self.job_id))
-                pipe.exists(keys.job_key(self.job_id))
-                raw, exists = await pipe.execute()
-            if raw is not None:
-                return _unpack_result(self.job_id, wire.loads(raw))
+            result, _, exists = await backend.record(self.job_id)
+            if result is not None:
+                return _unpack_result(result)
             if not exists:
                 raise JobNotFoundError(
                     f"job {self.job_id} is not queued, running or finished with a kept result "
                     "(never enqueued, or its result expired)"
                 )
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.job_id} did not finish within {timeout:g} s")
+                raise ResultTimeoutError(f"job {self.job_id} did not finish within {timeout:g} s")
             wait = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
             await asyncio.sleep(wait)
             delay = min(delay * 2, poll_interval)
 
 
-def _unpack_result(job_id: str, record: dict[str, Any]) -> Any:
-    if record.get("s"):
-        return record.get("r")
-    error = record.get("r")
-    if isinstance(error, dict):
-        raise JobFailedError(
-            job_id, str(error.get("type")), str(error.get("message", "")), error.get("traceback")
-        )
-    raise JobFailedError(job_id, "Error", str(error))
+def _as_arq_dict(result: ResultRecord) -> dict[str, Any]:
+    return {
+        "t": result.job_try,
+        "f": result.task,
+        "a": list(result.args),
+        "k": result.kwargs,
+        "et": result.enqueue_ms,
+        "s": result.success,
+        "r": result.result,
+        "st": result.start_ms,
+        "ft": result.finish_ms,
+        "q": result.queue,
+    }
+
+
+def _unpack_result(record: ResultRecord) -> Any:
+    if record.success:
+        return record.result
+    error = record.error or {}
+    raise JobFailedError(
+        record.job_id, str(error.get("type")), str(error.get("message", "")), error.get("traceback")
+    )
 
 
 def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None) -> None:
@@ -329,21 +281,78 @@ def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None
             )
 
 
-def _to_ms(value: float | timedelta) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+def _queue_option(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not QUEUE_NAME_PATTERN.fullmatch(value) or len(value) > 200:
+        raise TaskArgumentsError(
+            f"_queue_name must be a queue name (letters, digits and _ . : - only), not {_shown(value)}"
+        )
+    return value
+
+
+def _score(options: dict[str, Any], now_ms: int) -> int:
+    defer_until, defer_by = options.get("_defer_until"), options.get("_defer_by")
+    if defer_until is not None and defer_by is not None:
+        raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
+    if defer_until is not None:
+        if not isinstance(defer_until, datetime):
+            raise TaskArgumentsError(f"_defer_until must be a datetime, not {_shown(defer_until)}")
+        score = int(defer_until.timestamp() * 1000)
+        if score - now_ms > MAX_DELAY_S * 1000:
+            raise TaskArgumentsError(f"_defer_until {defer_until.isoformat()} is more than ten years away")
+        return score
+    if defer_by is not None:
+        return now_ms + _duration_ms("_defer_by", defer_by, positive=False)
+    return now_ms
+
+
+def _duration_ms(option: str, value: Any, *, positive: bool) -> int:
+    """A duration option in ms: a finite number of seconds (or a timedelta) within ten years."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TaskArgumentsError(f"{option} must be seconds (a number) or a timedelta, not {_shown(value)}")
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DELAY_S:
+        raise TaskArgumentsError(
+            f"{option} must be a finite number of seconds within ten years, not {value!r}"
+        )
+    if positive and seconds <= 0:
+        raise TaskArgumentsError(f"{option} must be more than 0 seconds, not {value!r}")
     return round(seconds * 1000)
 
 
-# One default client per running event loop: pools must not cross loops (pytest, TestClient, scripts).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+class _quiet_redis_call:
+    """Reading the published registry must not make an enqueue fail: Redis trouble shows at the write."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._timeout = asyncio.timeout(settings.redis_timeout)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        try:
+            await self._timeout.__aexit__(*exc)
+        except TimeoutError:
+            return True
+        return exc[1] is not None and isinstance(exc[1], REDIS_DOWN_ERRORS)
 
 
 def default_client() -> Client:
-    """The client of the running event loop, created on first use from the settings."""
+    """The client of the running event loop, created on first use from the settings (one per loop: pools must
+    not cross loops, as in pytest, TestClient and scripts)."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    client: Client | None = STATE.clients.get(loop)
     if client is None:
-        client = _clients[loop] = Client()
+        client = STATE.clients[loop] = Client()
         client._is_default = True
     return client
 
@@ -351,13 +360,13 @@ def default_client() -> Client:
 def set_default_client(client: Client) -> None:
     """Make ``client`` the one module-level ``enqueue`` uses on the running loop (FastAPI's lifespan does)."""
     client._is_default = True
-    _clients[asyncio.get_running_loop()] = client
+    STATE.clients[asyncio.get_running_loop()] = client
 
 
 async def close() -> None:
     """Close the running loop's default pool; the next enqueue opens a new one."""
     loop = asyncio.get_running_loop()
-    client = _clients.pop(loop, None)
+    client: Client | None = STATE.clients.pop(loop, None)
     if client is not None:
         await client.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
@@ -11,12 +10,13 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._state import STATE
 from .exceptions import ConfigError
 from .retries import Backoff, parse_backoff_setting
 
 ENV_PREFIX = "SCALR_QUEUE_"
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
 class Settings(BaseSettings):
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     """Most failure records kept; the oldest go first."""
     max_payload: int = Field(512 * 1024, ge=1024)
     """Largest job payload in bytes; bigger ones fail at enqueue (pass ids, not data)."""
+    arq_job_lines: bool = False
+    """Also log arq's own per-job lines (``→ job started``, ``← job succeeded`` ...) beside the job_* events."""
 
     @field_validator("log_format", "log_level", "mode", mode="before")
     @classmethod
@@ -108,7 +110,7 @@ class Settings(BaseSettings):
     @field_validator("name")
     @classmethod
     def _check_queue_name(cls, value: str) -> str:
-        if not _QUEUE_NAME.match(value):
+        if not QUEUE_NAME_PATTERN.fullmatch(value):
             raise ValueError("use letters, digits and _ . : - only")
         return value
 
@@ -137,14 +139,16 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("; ".join(problems)) from None
 
 
-@functools.cache
 def get_settings() -> Settings:
     """The process-wide settings, read once; ``reset_settings()`` makes the next call read them again."""
-    return load_settings()
+    if STATE.settings is None:
+        STATE.settings = load_settings()
+    settings: Settings = STATE.settings
+    return settings
 
 
 def reset_settings() -> None:
-    get_settings.cache_clear()
+    STATE.settings = None
 
 
 def redact_url(url: str) -> str:

@@ -4,15 +4,26 @@ ScalrQueueError
 ├── ConfigError (ValueError)              a setting is wrong; the message names the variable
 │   └── WorkerSettingsError               a worker module exports nothing runnable, or a setting arq does not know
 ├── RedisUnavailableError (ConnectionError)  Redis did not answer in time; the URL is shown without its password
+│   ├── EnqueueOutcomeUnknownError        the job was sent but no answer came: it may be queued (retry with _job_id)
+│   └── RedisFullError                    Redis refused a write: out of memory (maxmemory with noeviction)
 ├── TaskError
 │   ├── UnknownTaskError (LookupError)    a task name nobody registered; the message suggests the closest
-│   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments, with the task's signature
+│   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments or enqueue options
+│       └── ArgumentsRejectedError        (worker side) the stored arguments do not fit the task: no try can pass
 ├── SerializationError (ValueError)       an argument or a result that is not JSON-able
-│   └── PayloadTooLargeError              a job payload over SCALR_QUEUE_MAX_PAYLOAD
+│   ├── PayloadTooLargeError              a job payload over SCALR_QUEUE_MAX_PAYLOAD
+│   ├── UndecodableJobError               a record read from Redis that is not a job scalr_queue can run
+│   └── ResultNotSerializableError        (worker side) a task returned something that is not JSON
 ├── JobNotFoundError (LookupError)        no job, result or queue entry with that id
+├── UnknownQueueError (LookupError)       a queue nothing was enqueued to and no worker serves
+├── JobAlreadyQueuedError (ValueError)    a failed job cannot be retried: the id is queued or running again
 ├── JobFailedError                        Job.result() of a job that ended in failure
+├── ResultTimeoutError (TimeoutError)     Job.result(timeout=...) waited that long and the job had not finished
 ├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
+├── CommandInputError (ValueError)        a command-line argument that cannot be used as given
 └── NonRetryableError                     raise it in a task to fail the job at once
+    ├── ArgumentsRejectedError
+    └── ResultNotSerializableError
 """
 
 from __future__ import annotations
@@ -31,7 +42,18 @@ class WorkerSettingsError(ConfigError):
 
 
 class RedisUnavailableError(ScalrQueueError, ConnectionError):
-    """Redis could not be reached within the configured time."""
+    """Redis could not be reached within the configured time; nothing was written."""
+
+
+class EnqueueOutcomeUnknownError(RedisUnavailableError):
+    """The job was sent, but Redis did not answer in time: it may be queued and may run.
+
+    Retrying may then run it twice; an idempotency key (``_job_id``) makes a retry safe.
+    """
+
+
+class RedisFullError(RedisUnavailableError):
+    """Redis refused the write because it is out of memory (maxmemory reached, noeviction)."""
 
 
 class TaskError(ScalrQueueError):
@@ -43,7 +65,7 @@ class UnknownTaskError(TaskError, LookupError):
 
 
 class TaskArgumentsError(TaskError, TypeError):
-    """The arguments do not fit the task's signature."""
+    """The arguments (or enqueue options) do not fit the task's signature."""
 
 
 class SerializationError(ScalrQueueError, ValueError):
@@ -54,8 +76,20 @@ class PayloadTooLargeError(SerializationError):
     """A job's payload is over the size limit: pass ids, not data."""
 
 
+class UndecodableJobError(SerializationError):
+    """A job record read from Redis is not one scalr_queue can run (not JSON, a pickle, wrong field types)."""
+
+
 class JobNotFoundError(ScalrQueueError, LookupError):
     """Redis holds nothing for this job id: never enqueued, or its result has expired."""
+
+
+class UnknownQueueError(ScalrQueueError, LookupError):
+    """No job was ever enqueued to this queue and no worker serves it."""
+
+
+class JobAlreadyQueuedError(ScalrQueueError, ValueError):
+    """A failed job cannot be queued again under its id: a job with that id is queued or running already."""
 
 
 class JobFailedError(ScalrQueueError):
@@ -73,9 +107,25 @@ class JobFailedError(ScalrQueueError):
         )
 
 
+class ResultTimeoutError(ScalrQueueError, TimeoutError):
+    """``Job.result(timeout=...)`` gave up waiting; the job itself goes on."""
+
+
 class JobTimeoutError(ScalrQueueError, TimeoutError):
     """A try of a job ran longer than its timeout and was cancelled."""
 
 
+class CommandInputError(ScalrQueueError, ValueError):
+    """An argument on the command line that cannot be used as given."""
+
+
 class NonRetryableError(ScalrQueueError):
     """Raise this from a task to fail the job at once, without further tries."""
+
+
+class ArgumentsRejectedError(TaskArgumentsError, NonRetryableError):
+    """The worker could not rebuild the job's arguments for the task's signature: no try can succeed."""
+
+
+class ResultNotSerializableError(SerializationError, NonRetryableError):
+    """The task returned something that cannot be stored as JSON."""

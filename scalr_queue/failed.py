@@ -1,7 +1,9 @@
 """The failed store: every job that ends without success, with its reason, readable and re-runnable.
 
 ``arq:failed`` is a sorted set of job ids scored by failure time (ms); ``arq:failed:<job id>`` holds the record
-as JSON and expires with the retention age. Retention is bounded by age and by count.
+as JSON and expires with the retention age. Retention is bounded by age and by count. The worker writes records
+while it finishes jobs (``worker/_finish.py``); this module builds them (one builder) and reads them back. A
+record that is not what we wrote (edited, truncated) reads as a ``corrupt_record``, never as an error.
 """
 
 from __future__ import annotations
@@ -10,62 +12,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from arq.connections import ArqRedis
-from redis.asyncio.client import Pipeline
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from . import keys, wire
+from . import keys
+from ._lua import scripts
+from .exceptions import JobAlreadyQueuedError, UndecodableJobError
+from .outcome import FailureReason
+from .records import JobRecord, preview
 
-# Write one record and trim the store to its age and count bounds, atomically.
-_RECORD_LUA = """
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest)) do
-  redis.call('DEL', ARGV[6] .. id)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
-if extra > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
-    redis.call('DEL', ARGV[6] .. id)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
-end
-return 1
-"""
+CORRUPT_TASK = "<corrupt record>"
+RETRY_EXPIRY_MS = 86_400_000  # a retried job not started within a day expires, as arq's jobs do
 
-# Put a failed job back on its queue under the same id with fresh tries, and drop its failure record.
-_RETRY_LUA = """
-local record = redis.call('GET', KEYS[1])
-if not record then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
-redis.call('PSETEX', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[8], '1')
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[4])
-return 1
-"""
-
-
-class FailureReason(StrEnum):
-    """Why a job ended without success."""
-
-    raised = "raised"  # the last try raised
-    timed_out = "timed_out"  # the last try ran past its timeout
-    non_retryable = "non_retryable"  # the task raised NonRetryableError
-    retry_until_passed = "retry_until_passed"  # the task's retry deadline had passed
-    unknown_task = "unknown_task"  # no worker registered the task name, even after the rollout window
-    undecodable_payload = "undecodable_payload"  # not JSON (garbage, or a pickle, which is never unpickled)
-    expired = "expired"  # the job's data expired before a worker took it
-    max_tries_exceeded = "max_tries_exceeded"  # every try was cut short (the worker died) until none was left
-    arguments_rejected = "arguments_rejected"  # the arguments do not fit the task's signature
-    aborted = "aborted"  # aborted (arq's Job.abort) before it started
-    result_not_serializable = "result_not_serializable"  # the task returned something that is not JSON
+__all__ = ["FailedJob", "FailedStore", "FailureReason", "failure_record", "iso_ms", "now_iso"]
 
 
 @dataclass
@@ -87,20 +48,107 @@ class FailedJob:
     worker_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def corrupt(self) -> bool:
+        return self.reason == "corrupt_record"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> FailedJob:
-        data = json.loads(raw)
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+    def from_json(cls, raw: bytes | str, job_id: str = "?") -> FailedJob:
+        """The record; one that is not what scalr_queue wrote comes back marked corrupt, with a preview."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            job = cls(**known)
+            _check_types(job)
+        except (ValueError, TypeError) as exc:
+            shown = preview(raw.encode() if isinstance(raw, str) else raw, 120)
+            return cls(
+                job_id=job_id,
+                task=CORRUPT_TASK,
+                kwargs={},
+                queue="?",
+                tries=0,
+                reason="corrupt_record",
+                error_type="CorruptRecord",
+                message=f"this failure record is not one scalr_queue wrote ({exc}): {shown}",
+                traceback=None,
+                enqueued_at=None,
+                failed_at="?",
+            )
+        return job
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "job_id": str,
+    "task": str,
+    "kwargs": dict,
+    "queue": str,
+    "tries": int,
+    "reason": str,
+    "error_type": str,
+    "message": str,
+    "traceback": (str, type(None)),
+    "enqueued_at": (str, type(None)),
+    "failed_at": str,
+    "max_tries": (int, type(None)),
+    "worker_id": (str, type(None)),
+    "extra": dict,
+}
+
+
+def _check_types(job: FailedJob) -> None:
+    for name, expected in _TYPES.items():
+        value = getattr(job, name)
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+            raise TypeError(f"{name} is {type(value).__name__}")
+
+
+def failure_record(
+    *,
+    job_id: str,
+    task: str,
+    kwargs: dict[str, Any],
+    queue: str,
+    tries: int,
+    max_tries: int | None,
+    reason: FailureReason,
+    error: BaseException,
+    traceback: str | None,
+    enqueue_ms: int | None,
+    worker_id: str | None,
+    extra: dict[str, Any] | None = None,
+) -> FailedJob:
+    """The failure record of a job: the one builder, for the engine and for plain arq workers alike."""
+    return FailedJob(
+        job_id=job_id,
+        task=task,
+        kwargs=kwargs,
+        queue=keys.queue_name(queue),
+        tries=tries,
+        max_tries=max_tries,
+        reason=reason.value,
+        error_type=type(error).__name__,
+        message=str(error),
+        traceback=traceback,
+        enqueued_at=iso_ms(enqueue_ms),
+        failed_at=now_iso(),
+        worker_id=worker_id,
+        extra=extra or {},
+    )
 
 
 def iso_ms(ms: int | float | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def now_iso() -> str:
@@ -110,16 +158,14 @@ def now_iso() -> str:
 class FailedStore:
     """Write, list, read, retry, forget and flush failure records."""
 
-    def __init__(self, redis: ArqRedis, *, max_age_s: float, max_count: int) -> None:
+    def __init__(self, redis: Redis, *, max_age_s: float, max_count: int) -> None:
         self.redis = redis
         self.max_age_ms = int(max_age_s * 1000)
         self.max_count = max_count
-        self._record = redis.register_script(_RECORD_LUA)
-        self._retry = redis.register_script(_RETRY_LUA)
 
-    async def record(self, failed: FailedJob, *, pipe: Pipeline | None = None) -> None:
-        """Store ``failed``; inside ``pipe`` it commits together with the rest of that transaction."""
-        await self._record(
+    async def record(self, failed: FailedJob) -> None:
+        """Store ``failed`` and trim the store (plain arq workers; ours write records while finishing)."""
+        await scripts(self.redis).record_failure(
             keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id)],
             args=[
                 failed.to_json(),
@@ -129,7 +175,6 @@ class FailedStore:
                 self.max_count,
                 keys.FAILED_RECORD_PREFIX,
             ],
-            client=pipe,
         )
 
     async def list(self, *, limit: int = 50, queue: str | None = None) -> list[FailedJob]:
@@ -142,11 +187,12 @@ class FailedStore:
             ids = await self.redis.zrevrange(keys.FAILED_KEY, start, start + page - 1)
             if not ids:
                 break
-            records = await self.redis.mget([keys.failed_key(i.decode()) for i in ids])
-            for raw in records:
+            names = [i.decode(errors="backslashreplace") for i in ids]
+            records = await self.redis.mget([keys.failed_key(name) for name in names])
+            for name, raw in zip(names, records, strict=True):
                 if raw is None:
                     continue
-                job = FailedJob.from_json(raw)
+                job = FailedJob.from_json(raw, name)
                 if wanted is None or job.queue == wanted:
                     found.append(job)
             start += page
@@ -156,20 +202,26 @@ class FailedStore:
         return int(await self.redis.zcard(keys.FAILED_KEY))
 
     async def get(self, job_id: str) -> FailedJob | None:
-        raw = await self.redis.get(keys.failed_key(job_id))
-        return FailedJob.from_json(raw) if raw else None
+        try:
+            raw = await self.redis.get(keys.failed_key(job_id))
+        except ResponseError:  # not a string: somebody else's key
+            return FailedJob.from_json(b"<not a string>", job_id)
+        return FailedJob.from_json(raw, job_id) if raw else None
 
     async def retry(self, job_id: str) -> bool:
         """Queue the job again (same id, task, arguments and queue; fresh tries). False if there is no record.
 
-        Raises ValueError if a job with that id is queued or running again already.
+        Raises JobAlreadyQueuedError if a job with that id is queued or running again already, and
+        UndecodableJobError if the record is corrupt (nothing to run).
         """
         failed = await self.get(job_id)
         if failed is None:
             return False
+        if failed.corrupt:
+            raise UndecodableJobError(f"job {job_id}: {failed.message}; forget it instead")
         now_ms = int(time.time() * 1000)
-        payload = wire.job_payload(failed.task, failed.kwargs, None, now_ms)
-        done = await self._retry(
+        payload = JobRecord(task=failed.task, kwargs=failed.kwargs, enqueue_ms=now_ms).encode()
+        done = await scripts(self.redis).retry_failed(
             keys=[
                 keys.failed_key(job_id),
                 keys.FAILED_KEY,
@@ -180,18 +232,20 @@ class FailedStore:
                 keys.queue_key(failed.queue),
                 keys.notify_key(failed.queue),
             ],
-            args=[86_400_000, payload, now_ms, job_id],
+            args=[RETRY_EXPIRY_MS, payload, now_ms, job_id],
         )
         if done == -1:
-            raise ValueError(f"job {job_id} is queued or running again already; forget the failure instead")
+            raise JobAlreadyQueuedError(
+                f"job {job_id} is queued or running again already; forget the failure instead"
+            )
         return bool(done)
 
     async def forget(self, job_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.failed_key(job_id))
             pipe.zrem(keys.FAILED_KEY, job_id)
-            deleted, _ = await pipe.execute()
-        return bool(deleted)
+            deleted, removed = await pipe.execute()
+        return bool(deleted or removed)
 
     async def flush(self, *, queue: str | None = None) -> int:
         """Forget every failure (of ``queue``, if given); returns how many."""

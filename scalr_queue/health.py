@@ -19,24 +19,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from . import keys
+from ._aio import cancel_until_done
+from ._lua import scripts
 from .config import Settings
-from .connection import REDIS_DOWN_ERRORS, create_redis, redis_call
+from .connection import REDIS_DOWN_ERRORS, TRANSIENT_ERRORS, create_redis, describe_error, redis_call
 from .exceptions import RedisUnavailableError
-from .execution import WorkerState
 from .logs import get_logger
 from .stats import QueueCounts, queue_counts
 
 log = get_logger("scalr_queue.health")
 
 MISSED_BEATS = 3  # a worker is dead once this many heartbeats are missing
-STALE_RECORD_MS = 3_600_000  # dead members are swept from the set after an hour
-HOUSEKEEPING_EVERY = 12  # beats between sweeps of dead members
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerState:
+    """What one worker process knows about itself: in its jobs' ``ctx["scalr_queue"]``, and in its heartbeat."""
+
+    worker_id: str
+    queue: str
+    tasks: list[str]
+    running: dict[str, str] = field(default_factory=dict)  # job id -> task name
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    started_at: float = field(default_factory=time.time)
 
 
 class Heartbeat:
@@ -47,7 +61,6 @@ class Heartbeat:
         self.state = state
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._beats = 0
 
     @property
     def ttl_ms(self) -> int:
@@ -70,24 +83,30 @@ class Heartbeat:
         }
 
     async def beat(self) -> None:
-        now_ms = int(time.time() * 1000)
-        workers = keys.workers_key(self.state.queue)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.worker_key(self.state.worker_id), json.dumps(self.record()), px=self.ttl_ms)
-            pipe.zadd(workers, {self.state.worker_id: now_ms + self.ttl_ms})
-            if self._beats % HOUSEKEEPING_EVERY == 0:  # rarely: an idle worker's Redis load stays low
-                pipe.zremrangebyscore(workers, "-inf", now_ms - STALE_RECORD_MS)
-                pipe.sadd(keys.QUEUES_KEY, keys.queue_name(self.state.queue))
-            await pipe.execute()
-        self._beats += 1
+        """One call: the record, the worker's member of the queue's set, dead members swept."""
+        await scripts(self.redis).heartbeat(
+            keys=[keys.worker_key(self.state.worker_id), keys.workers_key(self.state.queue), keys.QUEUES_KEY],
+            args=[
+                json.dumps(self.record()),
+                self.ttl_ms,
+                self.state.worker_id,
+                int(time.time() * 1000),
+                keys.queue_name(self.state.queue),
+            ],
+        )
 
     async def _run(self) -> None:
+        failing = False
         while True:
+            await asyncio.sleep(self.interval)
             try:
                 await self.beat()
-            except REDIS_DOWN_ERRORS as exc:
-                log.warning("heartbeat_failed", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(self.interval)
+            except TRANSIENT_ERRORS as exc:
+                if not failing:
+                    log.warning("heartbeat_failed", error=describe_error(exc))
+                failing = True
+            else:
+                failing = False
 
     async def start(self) -> None:
         await self.beat()
@@ -95,9 +114,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_until_done([self._task], 2.0)
             self._task = None
         with contextlib.suppress(*REDIS_DOWN_ERRORS):
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -152,14 +169,22 @@ class HealthReport:
         return out
 
 
-async def live_workers(redis: ArqRedis, queue: str) -> list[dict[str, Any]]:
+async def live_workers(redis: Redis, queue: str) -> list[dict[str, Any]]:
     """The heartbeat records of the workers whose heartbeat has not run out."""
     now_ms = int(time.time() * 1000)
     ids = await redis.zrangebyscore(keys.workers_key(queue), now_ms, "+inf")
     if not ids:
         return []
-    records = await redis.mget([keys.worker_key(i.decode()) for i in ids])
-    return [json.loads(r) for r in records if r]
+    records = await redis.mget([keys.worker_key(i.decode(errors="backslashreplace")) for i in ids])
+    found = []
+    for raw in records:
+        try:
+            record = json.loads(raw) if raw else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("worker_id"), str):
+            found.append(record)
+    return found
 
 
 async def check(settings: Settings, queue: str, *, any_host: bool = False) -> HealthReport:

@@ -1,11 +1,14 @@
 """Every Redis key scalr_queue reads or writes, in one place (docs/redis-keys.md is tested against it).
 
-arq's own keys stay as arq names them, so a plain arq worker and scalr_queue share one data model.
+arq's own keys stay as arq names them, so a plain arq worker and scalr_queue share one data model. Nothing
+outside this module spells a key or a prefix; Lua scripts get their keys passed in.
 """
 
 from __future__ import annotations
 
 from arq.constants import (
+    abort_jobs_ss,
+    default_queue_name,
     health_check_key_suffix,
     in_progress_key_prefix,
     job_key_prefix,
@@ -14,27 +17,34 @@ from arq.constants import (
 )
 
 QUEUE_PREFIX = "arq:queue:"
+# arq's own default queue key: a plain arq app enqueues here; `--queue arq:queue` serves it as it is.
+ARQ_DEFAULT_QUEUE = default_queue_name
 JOB_PREFIX = job_key_prefix
 RESULT_PREFIX = result_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
 RETRY_PREFIX = retry_key_prefix
+ABORT_KEY = abort_jobs_ss
 WORKERS_PREFIX = "arq:workers:"
 FAILED_KEY = "arq:failed"
 QUEUES_KEY = "arq:queues"
+TASKS_KEY = "arq:tasks"
 PAUSED_PREFIX = "arq:paused:"
 NOTIFY_PREFIX = "arq:notify:"
 NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle worker
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
+CRON_PREFIX = "arq:cron:"
 
 
 def queue_key(name: str) -> str:
     """The sorted set of a logical queue: ``default`` -> ``arq:queue:default``; a full key passes unchanged."""
-    return name if name.startswith(QUEUE_PREFIX) else QUEUE_PREFIX + name
+    if name.startswith(QUEUE_PREFIX) or name == ARQ_DEFAULT_QUEUE:
+        return name
+    return QUEUE_PREFIX + name
 
 
 def queue_name(key: str) -> str:
-    """The logical name of a queue key: ``arq:queue:default`` -> ``default``."""
+    """The logical name of a queue key: ``arq:queue:default`` -> ``default``; arq's ``arq:queue`` stays."""
     return key.removeprefix(QUEUE_PREFIX)
 
 
@@ -47,10 +57,12 @@ def result_key(job_id: str) -> str:
 
 
 def in_progress_key(job_id: str) -> str:
+    """A running job's lease: holds the id of the worker running it, expires unless renewed."""
     return IN_PROGRESS_PREFIX + job_id
 
 
 def retry_key(job_id: str) -> str:
+    """arq's try counter: how many tries of the job have started."""
     return RETRY_PREFIX + job_id
 
 
@@ -70,13 +82,18 @@ def paused_key(queue: str) -> str:
 
 
 def notify_key(queue: str) -> str:
-    """List of wake-up tokens: enqueue pushes one for a job due now; an idle worker blocks on it."""
+    """List of wake-up tokens: a job due now (or a new earliest deferred one) pushes one; idle workers block on it."""
     return NOTIFY_PREFIX + queue_name(queue)
 
 
 def failed_key(job_id: str) -> str:
     """One failure record (JSON); the ids of all records are in the sorted set ``arq:failed``."""
     return FAILED_RECORD_PREFIX + job_id
+
+
+def cron_tick_key(name: str, tick_ms: int) -> str:
+    """Set once by the worker that queues this run of a cron job: one run per tick, however many workers."""
+    return f"{CRON_PREFIX}{name}:{tick_ms}"
 
 
 def arq_health_check_key(queue: str) -> str:

@@ -16,17 +16,36 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
-# arq logs each job as a one-line summary ('%6.2fs → ...'); our job_* events replace those lines.
-_ARQ_JOB_LINE_PREFIXES = ("%6.2fs → ", "%6.2fs ← ", "%6.2fs ↻ %s retrying", "%6.2fs ! %s failed")
-
-
-class _DropArqJobLines(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(_ARQ_JOB_LINE_PREFIXES))
+# arq's per-job lines ('%6.2fs → ...') go to this logger; our job_* events say the same, so it is quiet unless
+# SCALR_QUEUE_ARQ_JOB_LINES asks for both.
+ARQ_JOB_LOGGER = "arq.worker"
 
 
 class _ScalrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler we installed, so configuring again replaces it instead of adding a second one."""
+    """Writes to whatever ``sys.stdout`` (or stderr) is now (tests and tools swap it); marks the handler we
+    installed, so configuring again replaces it instead of adding a second one."""
+
+    def __init__(self, stream_name: str) -> None:
+        self.stream_name = stream_name
+        super().__init__(getattr(sys, stream_name))
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self.stream_name)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _CurrentStreamLoggerFactory:
+    """structlog loggers writing to the current ``sys.stdout`` (or stderr), not the one seen at configure time."""
+
+    def __init__(self, stream_name: str) -> None:
+        self.stream_name = stream_name
+
+    def __call__(self, *args: Any) -> structlog.WriteLogger:
+        return structlog.WriteLogger(getattr(sys, self.stream_name))
 
 
 def _logger_field(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -44,8 +63,12 @@ def _renderer(fmt: LogFormat) -> Any:
     return structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
 
 
-def configure_logging(fmt: LogFormat | None = None, level: str | None = None) -> None:
+def configure_logging(
+    fmt: LogFormat | None = None, level: str | None = None, *, arq_lines: bool = False, stderr: bool = False
+) -> None:
     """Route structlog and stdlib logging (arq's included) to stdout in one format; safe to call again.
+
+    ``stderr``: for a command whose stdout is its output (the CLI). ``arq_lines``: keep arq's per-job lines.
 
     structlog's own events (ours, and a task's structlog calls) go straight to stdout, with no detour through
     stdlib logging: a worker logs twice per job. stdlib records (arq's, a task's ``logging`` calls) are rendered by
@@ -57,6 +80,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
         settings = get_settings()
         fmt = fmt or settings.log_format
         level = level or settings.log_level
+    stream_name = "stderr" if stderr else "stdout"
     renderer = _renderer(fmt)
     tracebacks = (
         [structlog.processors.format_exc_info]
@@ -74,7 +98,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
             *tracebacks,
             renderer,
         ],
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=_CurrentStreamLoggerFactory(stream_name),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         cache_logger_on_first_use=False,
     )
@@ -88,9 +112,8 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, renderer],
     )
-    handler = _ScalrHandler(sys.stdout)
+    handler = _ScalrHandler(stream_name)
     handler.setFormatter(formatter)
-    handler.addFilter(_DropArqJobLines())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _ScalrHandler)]:
         root.removeHandler(old)
@@ -102,6 +125,8 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
         arq_logger.handlers.clear()
         arq_logger.propagate = True
         arq_logger.setLevel(logging.NOTSET)
+    if not arq_lines:
+        logging.getLogger(ARQ_JOB_LOGGER).setLevel(logging.WARNING)
 
 
 def get_logger(name: str = "scalr_queue") -> Any:

@@ -1,30 +1,50 @@
 """What an operator asks of Redis: which queues exist, how they stand, which jobs wait, and the levers
-(pause, resume, purge, clean). The CLI formats these; nothing here prints."""
+(pause, resume, purge, clean). The CLI formats these; nothing here prints.
+
+Records read here may be anything (edited by hand, written by another tool): each is decoded with the same
+checks the worker uses, and one that does not decode is shown as such, never raised.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from . import keys, wire
-from .exceptions import JobNotFoundError, ScalrQueueError
+from . import keys
+from ._lua import scripts
+from .exceptions import JobNotFoundError, UndecodableJobError, UnknownQueueError
 from .failed import FailedJob, FailedStore, iso_ms
 from .health import live_workers
+from .records import JobRecord, JobStatus, ResultRecord
 from .stats import queue_counts
 
+UNDECODABLE = "<undecodable>"
+EXPIRED = "<expired>"
+# What ``scalr-queue jobs --state`` can list: the states of a job that is still in its queue.
+WAITING_STATES = (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)
 
-class UnknownQueueError(ScalrQueueError, LookupError):
-    """No job was ever enqueued to this queue and no worker serves it."""
-
-
-class JobState(StrEnum):
-    queued = "queued"
-    deferred = "deferred"
-    in_progress = "in-progress"
+__all__ = [
+    "WAITING_STATES",
+    "JobDetails",
+    "JobSummary",
+    "QueueStats",
+    "UnknownQueueError",
+    "clean",
+    "failed_by_queue",
+    "job_details",
+    "known_queues",
+    "list_jobs",
+    "pause",
+    "purge",
+    "queue_stats",
+    "require_queue",
+    "resume",
+]
 
 
 @dataclass
@@ -69,18 +89,19 @@ class JobDetails:
     result: Any = None
     error: dict[str, Any] | None = None
     failure: dict[str, Any] | None = field(default=None)
+    problem: str | None = None  # why a record could not be read
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-async def known_queues(redis: ArqRedis) -> list[str]:
+async def known_queues(redis: Redis) -> list[str]:
     """Queues that something was enqueued to, or that a worker serves."""
     members: set[bytes] = await redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
-    return sorted(m.decode() for m in members)
+    return sorted(m.decode(errors="backslashreplace") for m in members)
 
 
-async def require_queue(redis: ArqRedis, name: str) -> str:
+async def require_queue(redis: Redis, name: str) -> str:
     queue = keys.queue_name(name)
     known = await known_queues(redis)
     if queue not in known:
@@ -91,7 +112,7 @@ async def require_queue(redis: ArqRedis, name: str) -> str:
     return queue
 
 
-async def queue_stats(redis: ArqRedis, name: str, failed_by_queue: dict[str, int]) -> QueueStats:
+async def queue_stats(redis: Redis, name: str, failed_by_queue: dict[str, int]) -> QueueStats:
     counts = await queue_counts(redis, name)
     workers = await live_workers(redis, name)
     paused = bool(await redis.exists(keys.paused_key(name)))
@@ -115,7 +136,17 @@ async def failed_by_queue(store: FailedStore) -> dict[str, int]:
     return counts
 
 
-async def list_jobs(redis: ArqRedis, queue: str, state: JobState | None, limit: int) -> list[JobSummary]:
+def _job_record(raw: bytes | None) -> JobRecord | str:
+    """The job record, or what to show instead (expired, undecodable)."""
+    if raw is None:
+        return EXPIRED
+    try:
+        return JobRecord.decode(raw)
+    except UndecodableJobError:
+        return UNDECODABLE
+
+
+async def list_jobs(redis: Redis, queue: str, state: JobStatus | None, limit: int) -> list[JobSummary]:
     """Jobs in the queue, soonest first: waiting, deferred to later, or running (by the in-progress lease)."""
     now_ms = time.time() * 1000
     found: list[JobSummary] = []
@@ -124,30 +155,34 @@ async def list_jobs(redis: ArqRedis, queue: str, state: JobState | None, limit: 
         entries = await redis.zrange(keys.queue_key(queue), start, start + page - 1, withscores=True)
         if not entries:
             break
-        ids = [member.decode() for member, _ in entries]
+        ids = [member.decode(errors="backslashreplace") for member, _ in entries]
         async with redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.exists(keys.in_progress_key(job_id))
-                pipe.get(keys.job_key(job_id))
-                pipe.get(keys.retry_key(job_id))
-            replies = await pipe.execute()
+            for member, _ in entries:
+                pipe.exists(keys.IN_PROGRESS_PREFIX.encode() + member)
+                pipe.get(keys.JOB_PREFIX.encode() + member)
+                pipe.get(keys.RETRY_PREFIX.encode() + member)
+            replies = await pipe.execute(raise_on_error=False)
         for index, (job_id, (_, score)) in enumerate(zip(ids, entries, strict=True)):
             running, raw, tries = replies[3 * index : 3 * index + 3]
             job_state = (
-                JobState.in_progress if running else JobState.deferred if score > now_ms else JobState.queued
+                JobStatus.in_progress
+                if running is True or running == 1
+                else JobStatus.deferred
+                if score > now_ms
+                else JobStatus.queued
             )
             if state is not None and job_state is not state:
                 continue
-            payload = _decode(raw)
-            started = int(tries or 0)
+            record = _job_record(raw if isinstance(raw, bytes) else None)
+            started = _int(tries)
             found.append(
                 JobSummary(
                     job_id=job_id,
-                    task=str(payload.get("f", "<expired>")) if payload else "<expired>",
+                    task=record.task if isinstance(record, JobRecord) else record,
                     state=job_state.value,
-                    run_at=iso_ms(score),
-                    enqueued_at=iso_ms(payload.get("et")) if payload else None,
-                    try_=started if running else started + 1,
+                    run_at=iso_ms(score) if math.isfinite(score) else str(score),
+                    enqueued_at=iso_ms(record.enqueue_ms) if isinstance(record, JobRecord) else None,
+                    try_=started if job_state is JobStatus.in_progress else started + 1,
                 )
             )
             if len(found) >= limit:
@@ -156,7 +191,7 @@ async def list_jobs(redis: ArqRedis, queue: str, state: JobState | None, limit: 
     return found
 
 
-async def job_details(redis: ArqRedis, store: FailedStore, job_id: str) -> JobDetails:
+async def job_details(redis: Redis, store: FailedStore, job_id: str) -> JobDetails:
     """Everything Redis holds on one job, wherever it is; JobNotFoundError if nothing."""
     queues = await known_queues(redis)
     async with redis.pipeline(transaction=False) as pipe:
@@ -166,104 +201,107 @@ async def job_details(redis: ArqRedis, store: FailedStore, job_id: str) -> JobDe
         pipe.get(keys.retry_key(job_id))
         for name in queues:
             pipe.zscore(keys.queue_key(name), job_id)
-        result_raw, job_raw, running, tries, *scores = await pipe.execute()
+        result_raw, job_raw, running, tries, *scores = await pipe.execute(raise_on_error=False)
     failure = await store.get(job_id)
-    result, payload = _decode(result_raw), _decode(job_raw)
-    queued_in = [(q, score) for q, score in zip(queues, scores, strict=True) if score is not None]
-    if result is None and payload is None and failure is None and not queued_in:
+    problems = []
+    result = None
+    if isinstance(result_raw, bytes):
+        try:
+            result = ResultRecord.decode(result_raw, job_id)
+        except UndecodableJobError as exc:
+            problems.append(f"{keys.result_key(job_id)}: {exc}")
+    job: JobRecord | None = None
+    if isinstance(job_raw, bytes):
+        try:
+            job = JobRecord.decode(job_raw)
+        except UndecodableJobError as exc:
+            problems.append(f"{keys.job_key(job_id)}: {exc}")
+    elif isinstance(job_raw, Exception):
+        problems.append(f"{keys.job_key(job_id)} is not a string")
+    queued_in = [(q, s) for q, s in zip(queues, scores, strict=True) if isinstance(s, float)]
+    if result is None and job is None and failure is None and not queued_in and not problems:
         raise JobNotFoundError(
             f"no job {job_id!r}: not queued, running, finished with a kept result, or failed"
         )
-    source = payload or result or {}
     queue = queued_in[0][0] if queued_in else failure.queue if failure else None
-    if queue is None and result is not None and result.get("q"):
-        queue = keys.queue_name(str(result["q"]))
+    if queue is None and result is not None and result.queue:
+        queue = keys.queue_name(result.queue)
+    task = job.task if job else result.task if result else failure.task if failure else None
+    kwargs = job.kwargs if job else result.kwargs if result else failure.kwargs if failure else None
     return JobDetails(
         job_id=job_id,
-        state=_state(result, failure, bool(running), queued_in[0][1] if queued_in else None),
+        state=_state(
+            result, failure, running is True or running == 1, queued_in[0][1] if queued_in else None
+        ),
         queue=queue,
-        task=source.get("f") or (failure.task if failure else None),
-        kwargs=source.get("k") if source else (failure.kwargs if failure else None),
-        tries=int(tries or 0) or int(source.get("t") or 0),
-        enqueued_at=iso_ms(source.get("et")),
-        result=result.get("r") if result is not None and result.get("s") else None,
-        error=_error(result),
+        task=task,
+        kwargs=kwargs,
+        tries=_int(tries) or (job.job_try or 0 if job else result.job_try if result else 0),
+        enqueued_at=iso_ms(job.enqueue_ms if job else result.enqueue_ms if result else None),
+        result=result.result if result is not None and result.success else None,
+        error=result.error if result is not None else None,
         failure=asdict(failure) if failure else None,
+        problem="; ".join(problems) or None,
     )
 
 
-def _state(
-    result: dict[str, Any] | None, failure: FailedJob | None, running: bool, score: float | None
-) -> str:
+def _state(result: ResultRecord | None, failure: FailedJob | None, running: bool, score: float | None) -> str:
     if result is not None:
-        return "complete" if result.get("s") else "failed"
+        return JobStatus.complete if result.success else JobStatus.failed
     if running:
-        return "in-progress"
+        return JobStatus.in_progress
     if score is not None:
-        return "deferred" if score > time.time() * 1000 else "queued"
-    return "failed" if failure is not None else "expired"
+        return JobStatus.deferred if score > time.time() * 1000 else JobStatus.queued
+    return JobStatus.failed if failure is not None else "expired"
 
 
-def _error(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    if result is None or result.get("s"):
-        return None
-    error = result.get("r")
-    return error if isinstance(error, dict) else {"type": "Error", "message": str(error)}
-
-
-def _decode(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
+def _int(value: Any) -> int:
     try:
-        return wire.loads(raw)
-    except ValueError:
-        return {"f": "<undecodable>"}
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
-async def pause(redis: ArqRedis, queue: str) -> None:
+async def pause(redis: Redis, queue: str) -> None:
     await redis.set(keys.paused_key(queue), str(int(time.time() * 1000)))
 
 
-async def resume(redis: ArqRedis, queue: str) -> bool:
-    return bool(await redis.delete(keys.paused_key(queue)))
+async def resume(redis: Redis, queue: str) -> bool:
+    """Unpause; wake the queue's idle workers at once (a token), rather than at their next look."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.paused_key(queue))
+        pipe.rpush(keys.notify_key(queue), *(["1"] * 10))
+        pipe.ltrim(keys.notify_key(queue), -keys.NOTIFY_CAP, -1)
+        was_paused, *_ = await pipe.execute()
+    return bool(was_paused)
 
 
-# Remove up to ARGV[2] waiting (not running) jobs and their data from the front of a queue.
-_PURGE_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-local removed = 0
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[1] .. 'in-progress:' .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('DEL', ARGV[1] .. 'job:' .. id, ARGV[1] .. 'retry:' .. id)
-    removed = removed + 1
-  end
-end
-return {removed, #ids}
-"""
-
-
-async def purge(redis: ArqRedis, queue: str, *, batch: int = 1000) -> int:
+async def purge(redis: Redis, queue: str, *, batch: int = 1000) -> int:
     """Drop every job waiting in the queue (queued or deferred); running jobs are left to finish."""
-    script = redis.register_script(_PURGE_LUA)
     total = 0
     while True:
-        removed, seen = await script(keys=[keys.queue_key(queue)], args=["arq:", batch])
+        removed, seen = await scripts(redis).purge(
+            keys=[keys.queue_key(queue)],
+            args=[keys.IN_PROGRESS_PREFIX, keys.JOB_PREFIX, keys.RETRY_PREFIX, batch],
+        )
         total += int(removed)
         if int(seen) < batch or int(removed) == 0:
             return total
 
 
-async def clean(redis: ArqRedis, store: FailedStore, older_than_s: float) -> tuple[int, int]:
+async def clean(redis: Redis, store: FailedStore, older_than_s: float) -> tuple[int, int]:
     """Delete kept results finished, and failure records written, more than ``older_than_s`` ago."""
     cutoff_ms = (time.time() - older_than_s) * 1000
     results = 0
     async for key in redis.scan_iter(match=keys.RESULT_PREFIX + "*", count=1000):
-        raw = await redis.get(key)
-        record = _decode(raw)
-        if record is not None and float(record.get("ft") or 0) < cutoff_ms:
+        try:
+            raw = await redis.get(key)
+            finished = ResultRecord.decode(raw).finish_ms if raw else 0
+        except (UndecodableJobError, ResponseError):
+            finished = 0  # unreadable: as old as can be
+        if finished < cutoff_ms:
             results += int(await redis.delete(key))
     failed = 0
     for job_id in await redis.zrangebyscore(keys.FAILED_KEY, "-inf", cutoff_ms):
-        failed += int(await store.forget(job_id.decode()))
+        failed += int(await store.forget(job_id.decode(errors="backslashreplace")))
     return results, failed

@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -23,6 +23,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import pydantic
 from arq.worker import Function
 
+from ._state import STATE
 from .exceptions import TaskArgumentsError, UnknownTaskError, WorkerSettingsError
 from .retries import Backoff, BackoffSpec
 
@@ -52,6 +53,7 @@ class TaskOptions:
     keep_result_forever: bool | None = None
     backoff: Backoff | None = None
     retry_until: datetime | timedelta | None = None
+    middleware: tuple[Any, ...] = ()
 
 
 class TaskSignature:
@@ -61,11 +63,16 @@ class TaskSignature:
         self.name = name
         signature = inspect.signature(fn)
         params = list(signature.parameters.values())
-        if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        if not params or not _takes_ctx(params[0]):
             raise WorkerSettingsError(
                 f"task {name!r} must take arq's ctx as its first argument: async def {name}(ctx, ...)"
+                + (f" (its first parameter is {params[0].name!r})" if params else "")
             )
         self.params = params[1:]
+        self.positional = [
+            p.name for p in self.params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        self.accepts_any_positional = any(p.kind is p.VAR_POSITIONAL for p in self.params)
         self.accepts_any_keyword = any(p.kind is p.VAR_KEYWORD for p in self.params)
         self.names = frozenset(
             p.name for p in self.params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
@@ -99,6 +106,23 @@ class TaskSignature:
             raise TaskArgumentsError(f"task {self.name!r}: {'; '.join(problems)}; it takes {self.describe()}")
         self.validate(kwargs)
 
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Stored arguments as the task takes them: positional ones (plain arq jobs) matched to parameter
+        names, then converted like ``validate``; returns what stays positional (``*args``) and the keywords."""
+        if not args:
+            return (), self.validate(kwargs)
+        named = dict(zip(self.positional, args, strict=False))
+        rest = tuple(args[len(named) :])
+        if rest and not self.accepts_any_positional:
+            raise TaskArgumentsError(
+                f"task {self.name!r} got {len(args)} positional argument(s), it takes at most "
+                f"{len(self.positional)}: {self.describe()}"
+            )
+        twice = sorted(set(named) & set(kwargs))
+        if twice:
+            raise TaskArgumentsError(f"task {self.name!r} got {', '.join(map(repr, twice))} twice")
+        return rest, self.validate({**named, **kwargs})
+
     def validate(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments converted to the annotated types; raises TaskArgumentsError on a mismatch."""
         if self._model is None:
@@ -117,6 +141,23 @@ class TaskSignature:
         if model.model_extra:
             values.update(model.model_extra)
         return values
+
+
+_CTX_NAMES = frozenset({"ctx", "_ctx", "context", "_"})
+_CTX_TYPES = ("dict", "Dict", "Mapping", "MutableMapping", "Any", "Context", "JobContext", "Ctx")
+
+
+def _takes_ctx(param: inspect.Parameter) -> bool:
+    """Whether the first parameter is arq's ctx: positional, and named or annotated like a context."""
+    if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+        return False
+    if param.name in _CTX_NAMES or param.name.startswith("ctx"):
+        return True
+    annotation = param.annotation
+    if annotation is param.empty:
+        return False
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    return any(str(text).startswith(kind) or f".{kind}" in str(text) for kind in _CTX_TYPES)
 
 
 def _arguments_model(
@@ -191,6 +232,7 @@ def task(
     retry_until: datetime | Seconds | None = None,
     queue: str | None = None,
     keep_result: Seconds | None = None,
+    middleware: Sequence[Any] = (),
 ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
 
 
@@ -205,6 +247,7 @@ def task(
     retry_until: datetime | Seconds | None = None,
     queue: str | None = None,
     keep_result: Seconds | None = None,
+    middleware: Sequence[Any] = (),
 ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
     """Give a task its own options: ``@task(max_tries=3, timeout=60, backoff=[1, 5, 30], queue="bulk")``.
 
@@ -223,6 +266,7 @@ def task(
         retry_until=retry_until
         if isinstance(retry_until, datetime | None)
         else timedelta(seconds=to_seconds(retry_until) or 0),
+        middleware=tuple(middleware),
     )
 
     def decorate(f: Callable[P, Awaitable[R]]) -> Task[P, R]:
@@ -338,14 +382,11 @@ def _settings_attr(settings: Any, name: str) -> Any:
     return getattr(settings, name, None)
 
 
-_registries: dict[str, TaskRegistry] = {}
-
-
 def registry_for(module_path: str) -> TaskRegistry:
     """The registry of a worker module, imported once per process (``SCALR_QUEUE_TASKS``)."""
-    registry = _registries.get(module_path)
+    registry: TaskRegistry | None = STATE.registries.get(module_path)
     if registry is None:
         module = import_worker_module(module_path)
         registry = TaskRegistry(module_tasks(module), source=f"{module_path!r}")
-        _registries[module_path] = registry
+        STATE.registries[module_path] = registry
     return registry

@@ -13,9 +13,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from ._state import STATE
 from .tasks import registry_for
 
 REDIS_SERVER_ENV = "SCALR_QUEUE_REDIS_SERVER"
+
+
+def reset() -> None:
+    """Forget everything scalr_queue read or opened in this process (settings, task registries, default
+    clients): the next call reads the environment again. For test suites: call it around each test."""
+    STATE.reset()
 
 
 def find_redis_server() -> str:

@@ -24,9 +24,7 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 import scalr_queue
-from scalr_queue import inline, tasks
-from scalr_queue.config import reset_settings
-from scalr_queue.testing import RedisServer
+from scalr_queue.testing import RedisServer, reset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,12 +49,9 @@ def env(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, queue: str) 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     monkeypatch.setenv("SCALR_QUEUE_NAME", queue)
     monkeypatch.chdir(ROOT)
-    reset_settings()
-    tasks._registries.clear()
-    inline.forget_all()
+    reset()
     yield
-    reset_settings()
-    tasks._registries.clear()
+    reset()
 
 
 @pytest.fixture(autouse=True)

@@ -232,11 +232,16 @@ async def test_enqueue_many_checks_everything_first_then_writes_in_order(redis, 
 
 
 async def test_due_jobs_leave_wake_up_tokens_capped(redis, queue: str) -> None:  # type: ignore[no-untyped-def]
-    """Each job due now pushes a token an idle worker blocks on; the list is capped; deferred jobs push none."""
+    """Each job due now pushes a token an idle worker blocks on, and so does a deferred job that is now the first
+    to come due (workers re-arm their timers); a later deferred job pushes none. The list is capped."""
     from scalr_queue import enqueue_many
 
     await enqueue_many([("add", {"x": i, "y": i}) for i in range(150)])
     assert await redis.llen(f"arq:notify:{queue}") == 100
     await redis.delete(f"arq:notify:{queue}")
     await enqueue("add", x=1, y=1, _defer_by=30)
-    assert await redis.llen(f"arq:notify:{queue}") == 0
+    assert await redis.llen(f"arq:notify:{queue}") == 1
+    await enqueue("add", x=1, y=1, _defer_by=60)
+    assert await redis.llen(f"arq:notify:{queue}") == 1
+    await enqueue("add", x=1, y=1, _defer_by=10)
+    assert await redis.llen(f"arq:notify:{queue}") == 2

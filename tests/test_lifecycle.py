@@ -159,7 +159,7 @@ async def test_poison_job_ends_in_failed_store_after_max_tries(
     assert failed.reason == "max_tries_exceeded"
     assert deaths == 3
     assert await redis.llen(f"starts:{label}") == 3
-    with pytest.raises(JobFailedError, match="max 3 retries exceeded"):
+    with pytest.raises(JobFailedError, match="try 4 of at most 3: every earlier try was cut short"):
         await job.result(timeout=1)
 
 
@@ -188,7 +188,7 @@ async def test_sigterm_finishes_short_job_and_requeues_long_one(
     assert await long.status() is JobStatus.queued  # back in the queue now, not after a lease
     assert await redis.exists(f"arq:in-progress:{long.job_id}") == 0
     assert int(await redis.get(f"arq:retry:{long.job_id}") or 0) == 0  # the cancelled try was handed back
-    assert events(worker, "job_requeued", job_id=long.job_id)
+    assert events(worker, "job_released", job_id=long.job_id, reason="worker_stopping")
     successor = spawn("tests.apps.lifecycle")
     started = successor.wait_for(lambda e: e.get("event") == "job_started" and e.get("job_id") == long.job_id)
     assert started["try"] == 1
@@ -297,7 +297,13 @@ async def test_unknown_task_waits_out_the_rollout_window_then_fails(
     worker.wait_started()
     job = await enqueue("shiny_new_task", x=1)
     assert job is not None
-    worker.wait_for(lambda e: e.get("event") == "job_deferred_unknown_task" and e.get("job_id") == job.job_id)
+    worker.wait_for(
+        lambda e: (
+            e.get("event") == "job_released"
+            and e.get("job_id") == job.job_id
+            and e.get("reason") == "unknown_task"
+        )
+    )
     assert await job.status() is JobStatus.deferred
     assert await store().get(job.job_id) is None
     await wait_until(lambda: store().get(job.job_id), 10, "failed after the window")
@@ -315,7 +321,13 @@ async def test_newer_worker_takes_the_unknown_task_during_the_rollout(
     old.wait_started()
     job = await enqueue("shiny_new_task", x=2)
     assert job is not None
-    old.wait_for(lambda e: e.get("event") == "job_deferred_unknown_task" and e.get("job_id") == job.job_id)
+    old.wait_for(
+        lambda e: (
+            e.get("event") == "job_released"
+            and e.get("job_id") == job.job_id
+            and e.get("reason") == "unknown_task"
+        )
+    )
     new = spawn("tests.apps.newer")
     new.wait_started()
     assert await job.result(timeout=30) == 200

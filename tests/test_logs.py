@@ -52,14 +52,18 @@ async def test_job_events_carry_their_fields(spawn: Callable[..., WorkerProcess]
 
 
 async def test_arq_records_and_task_logs_share_the_pipeline(spawn: Callable[..., WorkerProcess]) -> None:
-    """arq's own records come out as JSON too, and a task's own log lines carry the job's context."""
-    worker = spawn("tests.apps.basic")
+    """arq's per-job lines (with SCALR_QUEUE_ARQ_JOB_LINES) come out as JSON too, with the job's context, and a
+    task's own log lines carry the job's context."""
+    worker = spawn("tests.apps.basic", env={"SCALR_QUEUE_ARQ_JOB_LINES": "true"})
     worker.wait_started()
     job = await enqueue("log_inside", note="hello")
     assert job is not None
     await job.result(timeout=10)
-    arq_line = worker.wait_for(lambda e: e.get("logger") == "arq.worker")
-    assert "Starting worker" in arq_line["event"]
+    started = worker.wait_for(lambda e: e.get("logger") == "arq.worker" and "→" in e["event"])
+    assert f"{job.job_id}:log_inside(note='hello')" in started["event"]
+    assert started["job_id"] == job.job_id
+    done = worker.wait_for(lambda e: e.get("logger") == "arq.worker" and "←" in e["event"])
+    assert f"{job.job_id}:log_inside ● 'hello'" in done["event"]
     stdlib = worker.wait_for(lambda e: str(e.get("event", "")).startswith("stdlib line from a task"))
     assert stdlib["job_id"] == job.job_id
     assert stdlib["task"] == "log_inside"

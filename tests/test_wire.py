@@ -16,14 +16,77 @@ from uuid import UUID
 import pydantic
 import pytest
 
-from scalr_queue import SerializationError, wire
+from scalr_queue import SerializationError, UndecodableJobError, wire
+from scalr_queue.records import JobRecord
 from scalr_queue.tasks import TaskSignature
+
+
+def payload(task: str, kwargs: dict[str, object], job_try: int | None = None, enqueue_ms: int = 0) -> bytes:
+    return JobRecord(task=task, kwargs=kwargs, enqueue_ms=enqueue_ms, job_try=job_try).encode()
 
 
 def test_job_payload_is_arq_shaped_json() -> None:
     """The payload keeps arq's keys, so a plain arq worker with our deserializer reads it."""
-    payload = json.loads(wire.job_payload("add", {"x": 1}, None, 123))
-    assert payload == {"t": None, "f": "add", "a": [], "k": {"x": 1}, "et": 123}
+    assert json.loads(payload("add", {"x": 1}, None, 123)) == {
+        "t": None,
+        "f": "add",
+        "a": [],
+        "k": {"x": 1},
+        "et": 123,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({1: "a", "1": "b"}, "has a dict key 1 that is not a string"),
+        ({None: 1}, "has a dict key None that is not a string"),
+        (math.nan, "holds nan"),
+        ([1.0, math.inf], "holds inf"),
+        ({"deep": -math.inf}, "holds -inf"),
+    ],
+)
+def test_what_json_would_change_is_refused_naming_the_argument(value: object, problem: str) -> None:
+    """Non-string keys (JSON would merge or rename them) and NaN/infinities (not JSON) fail at enqueue."""
+    with pytest.raises(SerializationError, match=rf"argument 'value' of task 'job' {problem}"):
+        payload("job", {"value": value})
+
+
+def test_nesting_is_bounded_at_enqueue() -> None:
+    """Nesting deeper than the bound fails at enqueue, never later on the worker."""
+    deep: object = 1
+    for _ in range(wire.MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(SerializationError, match="nested deeper than 64"):
+        payload("job", {"value": deep})
+    shallow: object = 1
+    for _ in range(wire.MAX_DEPTH - 1):
+        shallow = [shallow]
+    assert JobRecord.decode(payload("job", {"value": shallow})).kwargs == {"value": shallow}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"t": "abc", "f": "echo", "a": [], "k": {}, "et": 1}', "the try \\(t\\) is 'abc'"),
+        (b'{"t": [1], "f": "echo", "a": [], "k": {}, "et": 1}', "the try \\(t\\) is \\[1\\]"),
+        (b'{"t": 1, "f": 7, "a": [], "k": {}, "et": 1}', "the task name \\(f\\) is 7"),
+        (
+            b'{"t": 1, "f": "echo", "a": [], "k": [1], "et": 1}',
+            "keyword arguments \\(k\\) are \\[1\\], not a mapping",
+        ),
+        (b'{"t": 1, "f": "echo", "a": {}, "k": {}, "et": 1}', "positional arguments \\(a\\)"),
+        (b'{"t": 1, "f": "echo", "a": [], "k": {}, "et": 1e30}', "the enqueue time \\(et\\)"),
+        (b'{"t": 1, "f": "echo", "a": [], "k": {}, "et": "now"}', "the enqueue time \\(et\\)"),
+        (b"[1, 2]", "JSON list, not an object"),
+        (b"\x80\x04garbage", "a pickle"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_job_records_are_checked_field_by_field(raw: bytes, reason: str) -> None:
+    """Everything read from Redis is untrusted: a record of the wrong shape is refused with the reason."""
+    with pytest.raises(UndecodableJobError, match=reason):
+        JobRecord.decode(raw)
 
 
 def test_not_json_able_argument_is_named() -> None:
@@ -33,7 +96,7 @@ def test_not_json_able_argument_is_named() -> None:
         with pytest.raises(
             SerializationError, match=r"argument 'conn' of task 'sync' is not JSON-able \(socket\)"
         ):
-            wire.job_payload("sync", {"ok": 1, "conn": conn}, None, 0)
+            payload("sync", {"ok": 1, "conn": conn})
     finally:
         conn.close()
 
@@ -114,10 +177,10 @@ def test_documented_types_round_trip_through_a_signature() -> None:
         "k": Model(at=datetime(2026, 1, 1, tzinfo=UTC)),
         "m": Point(1, 2),
         "n": b"bytes",
-        "o": math.inf,
+        "o": 1e300,
     }
     arrived = TaskSignature("everything", everything).validate(
-        wire.loads(wire.job_payload("everything", values, 1, 0))["k"]
+        JobRecord.decode(payload("everything", values, 1)).kwargs
     )
     assert arrived == values
     assert {name: type(v) for name, v in arrived.items()} == {name: type(v) for name, v in values.items()}

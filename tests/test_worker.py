@@ -19,7 +19,7 @@ import scalr_queue
 from scalr_queue import JobFailedError, JobStatus, WorkerSettingsError, enqueue, wire
 from scalr_queue.client import default_client
 from scalr_queue.failed import FailedStore
-from scalr_queue.worker import build_settings, serve, settings_for_module
+from scalr_queue.worker import build_settings, serve, worker_options
 from tests.apps import basic
 from tests.conftest import WorkerProcess, run_command
 
@@ -200,7 +200,12 @@ def test_redis_down_at_start_is_one_clear_line() -> None:
 
 def test_worker_settings_class_wins_and_is_completed_with_defaults() -> None:
     """A WorkerSettings keeps its own values and inherited ones, and gets scalr_queue's defaults for the rest."""
-    built = vars(settings_for_module("tests.apps.settings_class"))
+    from tests.apps import settings_class
+
+    options, _ = worker_options("tests.apps.settings_class")
+    assert options["max_jobs"] == 3
+    assert [f.__name__ for f in options["functions"]] == ["whoami"]  # inherited: arq alone would drop it
+    built = vars(build_settings(settings_class.WorkerSettings))
     assert built["max_jobs"] == 3  # its own
     assert [f.name for f in built["functions"]] == ["whoami"]  # inherited: arq alone would drop it
     assert built["on_startup"] is not None
@@ -273,7 +278,8 @@ async def test_plain_arq_runs_a_built_worker_settings(spawn: Callable[..., Worke
 async def test_jobs_cross_between_arq_and_scalr_queue(
     spawn: Callable[..., WorkerProcess], redis_server, queue: str
 ) -> None:  # type: ignore[no-untyped-def]
-    """A job enqueued with arq's own enqueue_job (JSON serializer) runs on our worker."""
+    """A job enqueued with arq's own enqueue_job (JSON serializer) runs on our worker, positional arguments
+    matched to the task's parameters; too many positional arguments fail the job with the reason."""
     worker = spawn("tests.apps.basic")
     worker.wait_started()
     arq_redis = ArqRedis.from_url(redis_server.url)
@@ -284,8 +290,11 @@ async def test_jobs_cross_between_arq_and_scalr_queue(
         assert await scalr_queue.Job(arq_job.job_id).result(timeout=10) == 42
         positional = await arq_redis.enqueue_job("add", 1, 2, _queue_name=f"arq:queue:{queue}")
         assert positional is not None
-        with pytest.raises(JobFailedError, match="keyword arguments only"):
-            await scalr_queue.Job(positional.job_id).result(timeout=10)
+        assert await scalr_queue.Job(positional.job_id).result(timeout=10) == 3
+        too_many = await arq_redis.enqueue_job("add", 1, 2, 3, _queue_name=f"arq:queue:{queue}")
+        assert too_many is not None
+        with pytest.raises(JobFailedError, match="takes at most 2"):
+            await scalr_queue.Job(too_many.job_id).result(timeout=10)
     finally:
         await arq_redis.aclose()
 

@@ -10,6 +10,7 @@ import sys
 import click
 
 from .. import __version__
+from ..logs import configure_logging
 from ._common import redis_url_option
 from ._failed import failed_group
 from ._queues import (
@@ -30,6 +31,8 @@ from ._worker import check_command, worker_command
 @redis_url_option
 def cli() -> None:
     """Background jobs for FastAPI apps on arq and Redis."""
+    if not (click.get_current_context().invoked_subcommand or "").startswith("worker"):
+        configure_logging("console" if sys.stderr.isatty() else "json", "ERROR", stderr=True)
 
 
 for command in (

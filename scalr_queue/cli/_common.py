@@ -18,15 +18,13 @@ from arq.connections import ArqRedis
 
 from ..config import Settings, get_settings, reset_settings
 from ..connection import REDIS_DOWN_ERRORS, create_redis, unavailable
-from ..exceptions import ScalrQueueError
+from ..exceptions import CommandInputError, ScalrQueueError
 from ..failed import FailedStore
+
+__all__ = ["CommandInputError", "Session", "on_redis", "print_json", "print_table", "user_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-
-class CommandInputError(ScalrQueueError, ValueError):
-    """An argument on the command line that cannot be used as given."""
 
 
 def user_errors(fn: F) -> F:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import click
 
-from ..exceptions import JobNotFoundError
+from ..exceptions import JobAlreadyQueuedError, JobNotFoundError, UndecodableJobError
 from ._common import (
-    CommandInputError,
     Session,
     json_option,
     on_redis,
@@ -98,17 +96,16 @@ def failed_retry(*, job_id: str | None, retry_all: bool, queue: str | None) -> N
 
     async def retry(s: Session) -> list[str]:
         if job_id:
-            try:
-                if not await s.store.retry(job_id):
-                    raise _missing(job_id)
-            except ValueError as exc:
-                raise CommandInputError(str(exc)) from None
+            if not await s.store.retry(job_id):
+                raise _missing(job_id)
             return [job_id]
         done = []
         for job in await s.store.list(limit=s.store.max_count, queue=queue):
-            with contextlib.suppress(ValueError):
+            try:
                 if await s.store.retry(job.job_id):
                     done.append(job.job_id)
+            except (JobAlreadyQueuedError, UndecodableJobError) as exc:
+                click.echo(f"skipped: {exc}", err=True)
         return done
 
     for retried in on_redis(retry):

@@ -11,7 +11,7 @@ import click
 from .. import queues
 from ..client import Client
 from ..exceptions import TaskArgumentsError
-from ..queues import JobState
+from ..records import JobStatus
 from ._common import (
     CommandInputError,
     Session,
@@ -68,7 +68,11 @@ def stats_command(*, queue: str | None, as_json: bool) -> None:
 
 @click.command("jobs")
 @click.option("--queue", "-q", help="Queue to list (default: SCALR_QUEUE_NAME, else 'default').")
-@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only jobs in this state.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in queues.WAITING_STATES] + ["in-progress"]),
+    help="Only jobs in this state.",
+)
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 @redis_url_option
@@ -78,7 +82,8 @@ def jobs_command(*, queue: str | None, state: str | None, limit: int, as_json: b
 
     async def gather(s: Session) -> list[queues.JobSummary]:
         name = await queues.require_queue(s.redis, queue or s.settings.name)
-        return await queues.list_jobs(s.redis, name, JobState(state) if state else None, limit)
+        wanted = JobStatus(state.replace("-", "_")) if state else None
+        return await queues.list_jobs(s.redis, name, wanted, limit)
 
     found = on_redis(gather)
     if as_json:
@@ -113,6 +118,8 @@ def job_command(*, job_id: str, as_json: bool) -> None:
         click.echo(f"{'error:':<13}{error.get('type')}: {one_line(str(error.get('message')), 200)}")
     if details.failure:
         click.echo(f"{'failed:':<13}{details.failure['reason']} (scalr-queue failed show {job_id})")
+    if details.problem:
+        click.echo(f"{'unreadable:':<13}{one_line(details.problem, 200)}")
 
 
 def parse_assignments(pairs: tuple[str, ...]) -> dict[str, Any]:

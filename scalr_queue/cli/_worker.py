@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..config import Settings, get_settings
+from ..config import get_settings
 from ..exceptions import ScalrQueueError
 from ._common import redis_url_option, user_errors
 
@@ -22,15 +22,13 @@ PROBE_REDIS_TIMEOUT_S = 3.0
 def probe(module: str, queue: str | None, any_host: bool) -> None:
     """Print what the probe found and exit 0 (healthy) or 1; every failure, bad settings included, is a 1."""
     from ..health import check
-    from ..worker import settings_for_module
+    from ..worker import worker_options
 
     try:
-        settings = get_settings()
-        settings_cls = settings_for_module(module, queue=queue, settings=settings)
-        worker_settings: Settings = vars(settings_cls)["__scalr_queue_settings__"]
+        options, worker_settings = worker_options(module, queue=queue, settings=get_settings())
         timeout = min(worker_settings.redis_timeout, PROBE_REDIS_TIMEOUT_S)
         probe_settings = worker_settings.model_copy(update={"redis_timeout": timeout})
-        report = asyncio.run(check(probe_settings, vars(settings_cls)["queue_name"], any_host=any_host))
+        report = asyncio.run(check(probe_settings, options["queue_name"], any_host=any_host))
     except ScalrQueueError as exc:
         click.echo(f"unhealthy: {exc}")
         sys.exit(1)

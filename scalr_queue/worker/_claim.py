@@ -1,9 +1,10 @@
-"""Claiming due jobs: one script call takes a batch, with each job's payload and try number.
+"""Claiming due jobs: one script call takes a batch, with each job's payload, try number and abort flag.
 
 arq claims one id at a time (WATCH, EXISTS, ZSCORE, MULTI), then reads the payload and counts the try in another
-transaction: four to six round trips per job, and workers reading the same ids mostly lose races to each other.
-Here the claim is still arq's in-progress key (set only if absent, as a lease) and the try is still arq's retry
-counter: the data model is arq's, the round trips are one per batch.
+transaction. Here the claim is still arq's in-progress key (set only if absent, as a lease holding the worker's
+id) and the try is still arq's retry counter: the data model is arq's, the round trips are one per batch.
+Everything the script returns is untrusted: an id that is not UTF-8, a score that is not a time, a payload or
+counter of the wrong type come back marked, for the runner to fail the job with the reason.
 """
 
 from __future__ import annotations
@@ -12,72 +13,97 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from .. import keys
+from .._lua import scripts
 
 SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
 RETRY_KEY_TTL_S = 88_400  # arq's expiry on its try counter
-
-# KEYS: queue, paused flag, notify list. ARGV: now (ms), how many, scan limit, lease (ms), key prefix.
-# Returns the score of the next job not yet due (or false), then id, score, payload (or false), try for each claim.
-# When it takes some but fewer than asked, nothing else is due: the wake-up tokens are spent, so they are dropped.
-# An idle look (nothing due) costs two reads.
-_CLAIM_LUA = """
-local now = tonumber(ARGV[1])
-local out = {false}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-if #due > 0 and redis.call('EXISTS', KEYS[2]) == 1 then return out end
-local want = tonumber(ARGV[2])
-local taken = 0
-for i = 1, #due, 2 do
-  local id = due[i]
-  if redis.call('SET', ARGV[5] .. 'in-progress:' .. id, '1', 'NX', 'PX', ARGV[4]) then
-    local retry = ARGV[5] .. 'retry:' .. id
-    local try = redis.call('INCR', retry)
-    redis.call('EXPIRE', retry, RETRY_TTL)
-    out[#out + 1] = id
-    out[#out + 1] = due[i + 1]
-    out[#out + 1] = redis.call('GET', ARGV[5] .. 'job:' .. id)
-    out[#out + 1] = try
-    taken = taken + 1
-    if taken >= want then break end
-  end
-end
-if taken < want then
-  if taken > 0 then redis.call('DEL', KEYS[3]) end
-  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  out[1] = upcoming[2] or false
-end
-return out
-""".replace("RETRY_TTL", str(RETRY_KEY_TTL_S))
+_FIELDS = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claimed:
+    raw_id: bytes
     job_id: str
-    score: int
+    score: float
     payload: bytes | None  # None: the job's data expired
     job_try: int
+    aborted: bool
+    corrupt: str | None  # why the job cannot be run at all, before decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    jobs: list[Claimed]
+    upcoming_ms: float | None  # when the next job not yet due becomes due (None: nothing waits)
+    paused: bool
 
 
 class Claimer:
     """Claims batches of due jobs from one queue for one worker."""
 
-    def __init__(self, redis: ArqRedis, queue_key: str, lease_s: float) -> None:
+    def __init__(self, redis: Redis, queue_key: str, lease_s: float, worker_id: str) -> None:
+        self.redis = redis
         self.queue_key = queue_key
-        self.lease_ms = int(lease_s * 1000)
-        self._script = redis.register_script(_CLAIM_LUA)
-
-    async def claim(self, count: int) -> tuple[list[Claimed], int | None]:
-        """Up to ``count`` due jobs, and when (ms) the next job not yet due becomes due (None: none waits)."""
-        flat: list[Any] = await self._script(
-            keys=[self.queue_key, keys.paused_key(self.queue_key), keys.notify_key(self.queue_key)],
-            args=[int(time.time() * 1000), count, SCAN_LIMIT, self.lease_ms, "arq:"],
-        )
-        upcoming = int(float(flat[0])) if flat[0] else None
-        claimed = [
-            Claimed(flat[i].decode(), int(float(flat[i + 1])), flat[i + 2] or None, int(flat[i + 3]))
-            for i in range(1, len(flat), 4)
+        self._fixed: list[str | int] = [
+            int(lease_s * 1000),
+            worker_id,
+            keys.IN_PROGRESS_PREFIX,
+            keys.RETRY_PREFIX,
+            keys.JOB_PREFIX,
+            RETRY_KEY_TTL_S,
+            keys.ABORT_KEY,
         ]
-        return claimed, upcoming
+        self._keys = [self.queue_key, keys.paused_key(queue_key), keys.notify_key(queue_key)]
+
+    async def claim(self, count: int) -> Batch:
+        """Up to ``count`` due jobs, oldest first."""
+        flat: list[Any] = await scripts(self.redis).claim(
+            keys=self._keys, args=[_now_ms(), count, SCAN_LIMIT, *self._fixed]
+        )
+        head = flat[0]
+        paused = head == b"paused"
+        upcoming = None if paused or head is None else float(head)
+        return Batch(_parse(flat), upcoming, paused)
+
+    async def claim_ids(self, ids: list[bytes | str]) -> list[Claimed]:
+        """The named jobs, those queued and due (arq's ``start_jobs``)."""
+        flat: list[Any] = await scripts(self.redis).claim_ids(
+            keys=[self.queue_key], args=[_now_ms(), len(ids), SCAN_LIMIT, *self._fixed, *ids]
+        )
+        return _parse(flat)
+
+
+def _parse(flat: list[Any]) -> list[Claimed]:
+    claimed = []
+    for i in range(1, len(flat), _FIELDS):
+        raw_id, score, payload, job_try, aborted = flat[i : i + _FIELDS]
+        corrupt = None
+        try:
+            job_id = raw_id.decode()
+        except UnicodeDecodeError:
+            job_id = raw_id.decode(errors="backslashreplace")
+            corrupt = f"its id {raw_id!r} is not UTF-8 text"
+        if payload == 0:
+            corrupt = f"its record {keys.job_key(job_id)} is not a string"
+            payload = None
+        if job_try is None:
+            corrupt = f"its try counter {keys.retry_key(job_id)} is not a number"
+        claimed.append(
+            Claimed(
+                raw_id=raw_id,
+                job_id=job_id,
+                score=float(score),
+                payload=payload,
+                job_try=int(job_try or 1),
+                aborted=bool(aborted),
+                corrupt=corrupt,
+            )
+        )
+    return claimed
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

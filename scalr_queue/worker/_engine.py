@@ -1,463 +1,695 @@
-"""scalr_queue's Worker: arq's own, extended through its methods where arq leaves jobs to chance.
+"""scalr_queue's Worker: arq's data model and options, our own loop, built from arq's public parts only.
 
-- A claim on a running job is a short lease (``SCALR_QUEUE_LEASE``, 10 s) that the live worker renews, so the
-  jobs of a worker that died (SIGKILL, OOM) run again within seconds instead of after timeout + 10 s.
-- SIGTERM stops taking jobs, lets running ones finish within ``SCALR_QUEUE_SHUTDOWN_GRACE``, then cancels the
-  rest, which arq re-queues at once; the cancelled try is handed back, so deploys do not use up tries.
-- A Redis outage is waited out with backoff instead of ending the process.
-- A job for a task this worker does not know is put back for the rollout window, for a newer worker.
-- Failures that happen before a task runs (unknown task, undecodable payload, expired, a job that killed its
-  worker on every try) are written to the failed store with the reason.
-- Speed: jobs are claimed in batches with their payloads and tries (one script call, ``_claim.py``), finished in
-  groups (one transaction for all jobs that ended meanwhile, ``_finish.py``), and an idle worker blocks on the
-  queue's notify list, so a new job starts at once instead of at the next poll.
+The loop claims due jobs into free slots (``_claim.py``), hands each to the runner (``runner.py``), which decides
+its outcome, and writes outcomes in groups (``_finish.py``). Around it: leases renewed while jobs run and taken
+back after an outage, a wake-up listener and timers so that a job starts when it is due, cron runs queued ahead
+of their time, a heartbeat, and a stop that is a state the loop checks (``_stop.py``).
+
+The class takes arq ``Worker``'s keyword options, so a WorkerSettings written for arq runs here; arq's own test
+suite runs against it (tests/test_arq_suite.py) and its differences are listed in docs/arq-compatibility.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta, tzinfo
 from signal import Signals
 from typing import Any
 
-from arq.constants import abort_jobs_ss, keep_cronjob_progress
-from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
-from arq.utils import ms_to_datetime, to_seconds, to_unix_ms
-from arq.worker import JobExecutionFailed, Retry, Worker
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.jobs import JobResult
+from arq.worker import FailedJobs
 
 from .. import keys, wire
-from ..config import Settings
-from ..connection import REDIS_DOWN_ERRORS
-from ..execution import STATE_KEY, WorkerState
-from ..failed import FailedJob, FailureReason, iso_ms, now_iso
+from ..config import Settings, get_settings, redact_url
+from ..connection import TRANSIENT_ERRORS, create_redis
+from ..exceptions import WorkerSettingsError
+from ..health import Heartbeat, WorkerState, new_worker_id
 from ..logs import get_logger
-from ._claim import RETRY_KEY_TTL_S, Claimed, Claimer
-from ._finish import Finish, FinishGroups, now_ms, result_ttl_ms
+from ..outcome import Aborted, Failed, Outcome, Released, RetryIn, Succeeded
+from ..registry import publish_tasks
+from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms, plan_for
+from ..tasks import Task, as_task, cron_task, to_seconds
+from ._background import LagMonitor, LeaseKeeper, Outage, WakeListener
+from ._claim import Claimed, Claimer
+from ._cron import CronScheduler
+from ._finish import Finisher, FinishNotWritten, WriteContext, taken_back, write_for
+from ._stop import StopState, cancel_until_done, start_watchdog
 
 log = get_logger("scalr_queue.worker")
 
-ENGINE_CTX_KEY = "scalr_queue_engine"
-_NO_RESULT = object()
-ROLLOUT_RECHECK_S = (
-    1.0  # how soon a job for an unknown task is offered again (to other workers) in the window
-)
-REDIS_RETRY_LIMIT_S = 60.0  # how long finishing a job waits for Redis before giving the job up to its lease
-PREVIEW_BYTES = 120
-# Longest an idle worker blocks before it looks at the queue anyway: for jobs nobody announced (enqueued by plain
-# arq, or a dead worker's job whose lease ran out). 3 s keeps an idle worker's Redis load below arq's polling.
-IDLE_WAIT_S = 3.0
-STOPPING_TICK_S = 0.05  # how often a stopping worker's loop turns while running jobs finish
+Hook = Callable[[dict[str, Any]], Awaitable[Any]]
+
+IDLE_WAIT_S = 3.0  # longest an idle worker waits before looking at the queue anyway (jobs nobody announced)
+MIN_WAIT_S = 0.001
+CANCEL_WAIT_S = 5.0  # after the grace, how long cancelled jobs get to end before the worker gives up on them
+FLUSH_S = 5.0  # and how long their outcomes get to be written
+ABORT_POLL_S = 0.5  # how often a worker with running jobs looks for aborts
+ARQ_HEALTH_CHECK_INTERVAL_S = 30
+OUTAGE_BACKOFF_CAP_S = 5.0
 
 
-class ScalrWorker(Worker):
-    """arq's ``Worker`` with leases, a graceful stop, outage handling, a rollout window and the failed store."""
+class Worker:
+    """Runs jobs from one queue; takes arq ``Worker``'s keyword options plus scalr_queue's ``settings``."""
 
-    def __init__(self, *, settings: Settings, **options: Any) -> None:
-        options.setdefault("job_completion_wait", settings.shutdown_grace)
-        super().__init__(**options)
+    def __init__(
+        self,
+        functions: Sequence[Any] = (),
+        *,
+        queue_name: str | None = None,
+        cron_jobs: Sequence[CronJob] | None = None,
+        redis_settings: RedisSettings | None = None,
+        redis_pool: Any = None,
+        burst: bool = False,
+        on_startup: Hook | None = None,
+        on_shutdown: Hook | None = None,
+        on_job_start: Hook | None = None,
+        on_job_end: Hook | None = None,
+        after_job_end: Hook | None = None,
+        handle_signals: bool = True,
+        job_completion_wait: float | None = None,
+        max_jobs: int | None = None,
+        job_timeout: float | timedelta | None = None,
+        keep_result: float | timedelta | None = None,
+        keep_result_forever: bool = False,
+        poll_delay: float | timedelta | None = None,
+        queue_read_limit: int | None = None,
+        max_tries: int | None = None,
+        health_check_interval: float | timedelta | None = None,
+        health_check_key: str | None = None,
+        ctx: dict[Any, Any] | None = None,
+        retry_jobs: bool = True,
+        allow_abort_jobs: bool = False,
+        max_burst_jobs: int = -1,
+        job_serializer: Any = None,
+        job_deserializer: Any = None,
+        expires_extra_ms: int | None = None,
+        timezone: tzinfo | None = None,
+        log_results: bool = True,
+        settings: Settings | None = None,
+        middleware: Sequence[Middleware] = (),
+        exit_watchdog: bool = False,
+    ) -> None:
+        settings = settings or get_settings()
+        for name, value in (("job_serializer", job_serializer), ("job_deserializer", job_deserializer)):
+            if value is not None and value not in (wire.dumps, wire.loads):
+                raise WorkerSettingsError(
+                    f"{name} is not supported: scalr_queue always stores jobs as JSON (no pickle, no msgpack)"
+                )
+        if queue_name is None:
+            queue_name = getattr(redis_pool, "default_queue_name", None) or settings.name
         self.settings = settings
-        self.lease_s = settings.lease
-        self.in_progress_timeout_s = settings.lease  # arq's claim expiry, now renewed while the job runs
-        self.ctx[ENGINE_CTX_KEY] = True
-        self.stopping = False
-        self._redis_down_since: float | None = None
-        self._outage_backoff_s = 0.1
-        # Jobs of tasks this worker does not know, left alone until the rollout window ends (job id -> time).
-        self._not_mine_until: dict[str, float] = {}
-        self._slot_freed = asyncio.Event()
-        self._claimer: Claimer | None = None
-        self._idle = False
-        self._upcoming_ms: int | None = None
-        # arq's loop sleeps its poll delay between turns; ours blocks on the notify list instead, for at most this.
-        self.idle_wait_s = to_seconds(options.get("poll_delay")) or IDLE_WAIT_S
-        self.poll_delay_s = 0
-        self._finishes = FinishGroups(
-            lambda: self.pool,
-            lambda: self.state.failed_store if self.state else None,
-            self._until_redis_answers,
+        self.queue_name = keys.queue_key(queue_name)
+        self.burst = burst
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.on_job_start = on_job_start
+        self.on_job_end = on_job_end
+        self.after_job_end = after_job_end
+        self.max_jobs = settings.concurrency if max_jobs is None else max_jobs
+        self.job_timeout_s = to_seconds(job_timeout) or settings.job_timeout
+        self.keep_result_s = settings.keep_result if keep_result is None else to_seconds(keep_result) or 0.0
+        self.keep_result_forever = keep_result_forever
+        self.poll_delay_s = to_seconds(poll_delay)
+        self.idle_wait_s = max(self.poll_delay_s, 0.05) if self.poll_delay_s is not None else IDLE_WAIT_S
+        self.queue_read_limit = queue_read_limit or max(self.max_jobs * 5, 100)
+        self.max_tries = settings.max_tries if max_tries is None else max_tries
+        self.health_check_interval = to_seconds(health_check_interval) or ARQ_HEALTH_CHECK_INTERVAL_S
+        self.health_check_key = health_check_key or keys.arq_health_check_key(self.queue_name)
+        self.ctx: dict[Any, Any] = ctx if ctx is not None else {}
+        self.retry_jobs = retry_jobs
+        self.allow_abort_jobs = allow_abort_jobs
+        self.max_burst_jobs = max_burst_jobs
+        self.expires_extra_ms = expires_extra_ms
+        self.log_results = log_results
+        self.timezone = datetime.now().astimezone().tzinfo if timezone is None else timezone
+        self.job_completion_wait = (
+            settings.shutdown_grace if job_completion_wait is None else job_completion_wait
         )
+        self.lease_s = settings.lease
+        self._handle_signals = handle_signals
+        self._exit_watchdog = exit_watchdog
+        self._redis_settings = redis_settings
+        self._pool: Any = redis_pool
+        self._owns_pool = redis_pool is None
+
+        self.cron_jobs: list[CronJob] = list(cron_jobs or [])
+        if any(not isinstance(cj, CronJob) for cj in self.cron_jobs):
+            raise WorkerSettingsError("cron_jobs must hold arq cron(...) entries")
+        self.functions: dict[str, Any] = {}
+        plans: dict[str, TaskPlan] = {}
+        for entry in functions:
+            t = as_task(entry)
+            plans[t.name] = self._plan(t, is_cron=False)
+            self.functions[t.name] = entry
+        for cj in self.cron_jobs:
+            t = cron_task(cj)
+            plans[t.name] = self._plan(t, is_cron=True)
+            self.functions[t.name] = cj
+        if not plans:
+            raise WorkerSettingsError(
+                "a worker needs at least one task: functions = [...] or cron_jobs = [...]"
+            )
+        self.plans = plans
+        self.middleware = tuple(middleware)
+
+        # arq's counters and task maps, kept with arq's meaning
+        self.jobs_complete = 0
+        self.jobs_failed = 0
+        self.jobs_retried = 0
+        self.job_counter = 0
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.job_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.aborting_tasks: set[str] = set()
+        self.main_task: asyncio.Task[None] | None = None
+        self.allow_pick_jobs = True
+
+        self.worker_id = new_worker_id()
+        self.state = WorkerState(worker_id=self.worker_id, queue=self.queue_name, tasks=sorted(plans))
+        self._attempts: dict[bytes, Attempt] = {}
+        self._stop: StopState | None = None
+        self._started = False
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._upcoming_s: float | None = None
+        self._last_abort_poll = 0.0
+        self._outage = Outage()
+        self._outage_backoff_s = 0.1
+        self._last_arq_health = 0.0
+        self._heartbeat: Heartbeat | None = None
+        self._signals_added: list[Signals] = []
+        self._side_writes: set[asyncio.Task[bool]] = set()
+        self._grace_s = 0.0
+        self.runner: Runner | None = None
+        self.cron = CronScheduler(self.cron_jobs, self.timezone, self.queue_name)
+
+    def _plan(self, t: Task[..., Any], *, is_cron: bool) -> TaskPlan:
+        return plan_for(
+            t,
+            timeout_s=self.job_timeout_s,
+            max_tries=self.max_tries,
+            keep_result_s=self.keep_result_s,
+            keep_result_forever=self.keep_result_forever,
+            backoff=self.settings.default_backoff,
+            is_cron=is_cron,
+        )
+
+    # --- arq's public surface -------------------------------------------------------------------------------
 
     @property
-    def state(self) -> WorkerState | None:
-        state: WorkerState | None = self.ctx.get(STATE_KEY)
-        return state
+    def pool(self) -> Any:
+        return self._pool
 
-    # --- stopping -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until stopped (a signal, or an empty queue with ``burst``), then close; on uvloop if installed."""
+        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+            try:
+                runner.run(self.async_run())
+            finally:
+                runner.run(self.close())
+
+    async def async_run(self) -> None:
+        """Run in the running loop until stopped; does not close (``close()`` does)."""
+        self.main_task = asyncio.get_running_loop().create_task(self.main())
+        await self.main_task
+
+    async def run_check(self, retry_jobs: bool | None = None, max_burst_jobs: int | None = None) -> int:
+        """arq's: run in burst mode, raise ``FailedJobs`` if any job failed, else return how many completed."""
+        if retry_jobs is not None:
+            self.retry_jobs = retry_jobs
+        if max_burst_jobs is not None:
+            self.max_burst_jobs = max_burst_jobs
+        self.burst = True
+        await self.async_run()
+        if self.jobs_failed:
+            results: list[JobResult] = [r for r in await self.pool.all_job_results() if not r.success]
+            raise FailedJobs(self.jobs_failed, results)
+        return self.jobs_complete
 
     def handle_sig(self, signum: Signals) -> None:
-        self.stopping = True
-        super().handle_sig(signum)
+        """Stop now: running jobs are cancelled and queued again (their tries handed back)."""
+        self._request_stop(Signals(signum), grace_s=0.0)
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
-        self.stopping = True
-        log.info(
-            "worker_stopping",
-            signal=Signals(signum).name,
-            running=len(self.job_tasks),
-            grace_s=self._job_completion_wait,
-        )
-        super().handle_sig_wait_for_completion(signum)
+        """Stop taking jobs; running ones get ``job_completion_wait`` seconds, then are cancelled and queued again."""
+        self._request_stop(Signals(signum), grace_s=self.job_completion_wait)
 
-    # --- leases ---------------------------------------------------------------------------------------------
+    async def start_jobs(self, job_ids: Sequence[bytes | str]) -> None:
+        """arq's: claim and start these queued, due jobs."""
+        await self._start()
+        assert self._claimer is not None
+        self._start_claimed(await self._claimer.claim_ids(list(job_ids)))
+
+    async def run_cron(self, n: datetime, delay: float = 0.0) -> None:
+        """Queue the cron runs that come due around ``n`` (an aware datetime)."""
+        for cron_job in self.cron.due(n):
+            stored = await self.cron.queue_run(self.pool, cron_job, n)
+            if stored:
+                log.info("cron_queued", task=cron_job.name)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried} "
+            f"j_ongoing={sum(not t.done() for t in self.tasks.values())}>"
+        )
+
+    # --- start ------------------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._stop = StopState()
+        self._wake = asyncio.Event()
+        if self._pool is None:
+            url_settings = self.settings
+            if self._redis_settings is not None:
+                from ._settings import redis_url_from_settings
+
+                url_settings = self.settings.model_copy(
+                    update={"redis_url": redis_url_from_settings(self._redis_settings)}
+                )
+            self._pool = create_redis(url_settings)
+        self.ctx["redis"] = self._pool
+        self.ctx["scalr_queue"] = self.state
+        self._claimer = Claimer(self._pool, self.queue_name, self.lease_s, self.worker_id)
+        write_ctx = WriteContext(self.queue_name, self.worker_id, int(self.lease_s * 1000))
+        self._write_ctx = write_ctx
+        self._finisher = Finisher(
+            self._pool,
+            write_ctx,
+            failed_max_age_s=self.settings.failed_max_age,
+            failed_max_count=self.settings.failed_max_count,
+            give_up_at=lambda: self._stop.deadline if self._stop else None,
+        )
+        self.runner = Runner(
+            self.plans,
+            queue=keys.queue_name(self.queue_name),
+            rollout_window_s=0.0 if self.burst else self.settings.rollout_window,
+            retry_jobs=self.retry_jobs,
+            middleware=self.middleware,
+            on_job_start=self.on_job_start,
+            on_job_end=self.on_job_end,
+            log_results=self.log_results,
+        )
+        if self._handle_signals:
+            self._add_signal_handlers()
+        if self.on_startup is not None:
+            await self.on_startup(self.ctx)
+        self._heartbeat = Heartbeat(self._pool, self.state, self.settings.health_interval)
+        await self._heartbeat.start()
+        await self._announce()
+        loop = asyncio.get_running_loop()
+        self._leases = LeaseKeeper(self._pool, self.worker_id, self.lease_s, lambda: self._attempts)
+        self._listener = WakeListener(self._pool, self.queue_name, self.idle_wait_s, self._outage)
+        self._lag = LagMonitor(lambda: self._attempts)
+        self._background = [
+            loop.create_task(self._leases.run(self._stop), name="scalr_queue leases"),
+            loop.create_task(self._listener.run(self._stop, self._wake), name="scalr_queue wake-ups"),
+            loop.create_task(self._lag.run(self._stop), name="scalr_queue loop watch"),
+        ]
+
+    async def _announce(self) -> None:
+        """Say who we are, publish the task registry, and warn about what would lose or strand jobs."""
+        version = None
+        with contextlib.suppress(Exception):  # INFO is @dangerous: a least-privilege user may not have it
+            version = (await self._pool.info(section="server")).get("redis_version")
+        log.info(
+            "worker_started",
+            worker_id=self.worker_id,
+            queue=keys.queue_name(self.queue_name),
+            tasks=sorted(self.plans),
+            concurrency=self.max_jobs,
+            redis_url=redact_url(self.settings.redis_url),
+            redis_version=version,
+        )
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await publish_tasks(self._pool, keys.queue_name(self.queue_name), self.plans.values())
+        await _warn_if_evicting(self._pool)
+        await self._warn_about_other_queues()
+
+    async def _warn_about_other_queues(self) -> None:
+        if self.queue_name == keys.ARQ_DEFAULT_QUEUE:
+            return
+        with contextlib.suppress(Exception):
+            waiting = await self._pool.zcard(keys.ARQ_DEFAULT_QUEUE)
+            if waiting:
+                log.warning(
+                    "jobs_waiting_on_arq_default_queue",
+                    queue_key=keys.ARQ_DEFAULT_QUEUE,
+                    jobs=waiting,
+                    serving=self.queue_name,
+                    fix="a plain arq producer enqueued them: serve that key (--queue arq:queue) or move them with "
+                    "`scalr-queue migrate arq:queue --to default` (docs/migrating.md)",
+                )
+
+    def _add_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.handle_sig_wait_for_completion, sig)
+                self._signals_added.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread, or Windows
+                pass
+
+    # --- the loop -----------------------------------------------------------------------------------------------
 
     async def main(self) -> None:
-        renewer = asyncio.get_running_loop().create_task(self._renew_leases(), name="scalr_queue leases")
-        try:
-            await super().main()
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+        """Claim and run jobs until stopped (or, with ``burst``, until the queue is empty)."""
+        await self._start()
+        assert self._stop is not None
+        assert self._wake is not None
+        stop, wake = self._stop, self._wake
+        while not stop.requested:
+            wake.clear()
+            idle = await self._turn()
+            if self.burst and await self._burst_done():
+                break
+            if not stop.requested:
+                await self._wait(idle)
+        await self._wind_down()
 
-    async def _renew_leases(self) -> None:
-        lease_ms = int(self.lease_s * 1000)
+    async def _turn(self) -> bool:
+        """One look at the queue: due cron runs, aborts, then claims for the free slots. True if nothing more is due."""
+        try:
+            if self.cron_jobs:
+                when = self.cron.next_queue_time()
+                if when is None or when <= time.time():
+                    await self.run_cron(self.cron.local_now())
+            if self._attempts and time.monotonic() - self._last_abort_poll >= ABORT_POLL_S:
+                await self._poll_aborts()
+            await self._arq_health()
+            idle = await self._fill()
+        except TRANSIENT_ERRORS as exc:
+            self._outage.failed(exc)
+            await self._sleep(self._outage_backoff_s)
+            self._outage_backoff_s = min(self._outage_backoff_s * 2, OUTAGE_BACKOFF_CAP_S)
+            return False
+        self._outage.answered()
+        self._outage_backoff_s = 0.1
+        return idle
+
+    async def _fill(self) -> bool:
+        """Claim due jobs into the free slots; True when the queue had fewer due than asked (or is paused)."""
+        assert self._claimer is not None
         while True:
-            await asyncio.sleep(self.lease_s / 3)
-            running = [job_id for job_id, t in self.tasks.items() if not t.done()]
-            if not running:
-                continue
-            try:
-                async with self.pool.pipeline(transaction=False) as pipe:
-                    for job_id in running:
-                        pipe.pexpire(keys.in_progress_key(job_id), lease_ms)
-                    await pipe.execute()
-            except REDIS_DOWN_ERRORS as exc:
-                log.warning("lease_renewal_failed", jobs=len(running), error=str(exc) or type(exc).__name__)
-
-    # --- claiming and running jobs -------------------------------------------------------------------------
-
-    async def _poll_iteration(self) -> None:
-        """One turn of arq's loop: fill free slots, reap finished tasks, beat, then wait for work if idle."""
-        try:
-            if self.allow_pick_jobs and self._burst_allows():
-                await self._fill_slots()
-            if self.allow_abort_jobs:
-                await self._cancel_aborted_jobs()
-            for job_id, task in list(self.tasks.items()):
-                if task.done():
-                    del self.tasks[job_id]
-                    task.result()  # an error of our own run path surfaces here, as in arq
-            await self.heart_beat()
-            if not self.allow_pick_jobs:
-                await asyncio.sleep(STOPPING_TICK_S)  # stopping: the loop has nothing to claim; do not spin
-            elif self._idle:
-                await self._wait_for_work()
-        except REDIS_DOWN_ERRORS as exc:
-            if self._redis_down_since is None:
-                self._redis_down_since = time.monotonic()
-                log.warning("redis_unavailable", error=str(exc) or type(exc).__name__, action="reconnecting")
-            await asyncio.sleep(self._outage_backoff_s)
-            self._outage_backoff_s = min(self._outage_backoff_s * 2, 5.0)
-        else:
-            if self._redis_down_since is not None:
-                log.info("redis_reconnected", outage_s=round(time.monotonic() - self._redis_down_since, 2))
-                self._redis_down_since = None
-                self._outage_backoff_s = 0.1
-
-    def _burst_allows(self) -> bool:
-        return not (self.burst and 0 <= self.max_burst_jobs <= self._jobs_started())
-
-    async def _fill_slots(self) -> None:
-        """Claim due jobs in batches as slots free up; hand back to the loop (heartbeat, cron) now and then."""
-        deadline = time.monotonic() + self.idle_wait_s
-        while self.allow_pick_jobs:
-            free = self.max_jobs - self.job_counter
+            free = min(self.max_jobs - len(self._attempts), self.queue_read_limit)
             if self.burst and self.max_burst_jobs >= 0:
                 free = min(free, self.max_burst_jobs - self._jobs_started())
-            if free <= 0:
-                self._idle = False
-                self._slot_freed.clear()
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._burst_allows():
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), left)
+            if free <= 0 or not self.allow_pick_jobs:
+                self._listener.idle.clear()
+                return False
+            batch = await self._claimer.claim(free)
+            self._upcoming_s = None if batch.upcoming_ms is None else batch.upcoming_ms / 1000
+            self._start_claimed(batch.jobs)
+            if len(batch.jobs) < free or batch.paused:
+                self._listener.idle.set()
+                return True
+
+    def _start_claimed(self, claimed: Sequence[Claimed]) -> None:
+        assert self.runner is not None
+        loop = asyncio.get_running_loop()
+        for job in claimed:
+            mine = self._attempts.get(job.raw_id)
+            if (
+                mine is not None
+            ):  # our own running job, claimed again after an outage: keep it, hand the try back
+                log.warning("lease_retaken", job_id=job.job_id, reason="claimed again after a Redis outage")
+                write = loop.create_task(
+                    self._finisher.write(taken_back(mine.job_try, job.raw_id, self._write_ctx))
+                )
+                self._side_writes.add(write)
+                write.add_done_callback(self._side_writes.discard)
                 continue
-            if self._claimer is None:
-                self._claimer = Claimer(self.pool, self.queue_name, self.lease_s)
-            claimed, self._upcoming_ms = await self._claimer.claim(free)
-            mine = await self._skip_unknown_tasks(claimed)
-            for job in mine:
-                self._start(job)
-            if len(claimed) < free:
-                self._idle = True
-                return
-            if time.monotonic() >= deadline:
-                self._idle = False
-                return
+            attempt = Attempt(job.job_id, job.raw_id, job.score, job.job_try, job.payload, now_ms())
+            self.runner.prepare(attempt, corrupt=job.corrupt, aborted=job.aborted)
+            task = loop.create_task(self._process(attempt), name=f"scalr_queue job {job.job_id}")
+            self.tasks[job.job_id] = task
+            if (
+                attempt.outcome is None
+            ):  # decided already (undecodable, unknown task ...): written, takes no slot
+                self._attempts[job.raw_id] = attempt
+                self.job_counter += 1
+                self.job_tasks[job.job_id] = task
+                self.state.running[job.job_id] = attempt.task_name
 
-    async def _wait_for_work(self) -> None:
-        """Block on the notify list until a job is enqueued, the next deferred job is due, or the idle wait ends."""
-        timeout = self.idle_wait_s
-        due = [self._upcoming_ms] if self._upcoming_ms is not None else []
-        due += [to_unix_ms(cj.next_run) for cj in self.cron_jobs if cj.next_run is not None]
-        if due:
-            timeout = min(timeout, (min(due) - time.time() * 1000) / 1000)
-        if self.burst:
-            timeout = min(timeout, 0.01)
-        if timeout < 0.005:
-            return
-        if self.burst:
-            await asyncio.sleep(timeout)
-            return
-        # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
-        await self.pool.execute_command("BLPOP", keys.notify_key(self.queue_name), f"{timeout:.3f}")  # type: ignore[no-untyped-call]
-
-    async def _skip_unknown_tasks(self, claimed: list[Claimed]) -> list[Claimed]:
-        """Hand jobs of tasks this worker does not know straight back, during the rollout window."""
-        if not self._not_mine_until:
-            return claimed
-        now = time.monotonic()
-        self._not_mine_until = {j: t for j, t in self._not_mine_until.items() if t > now}
-        theirs = [job for job in claimed if job.job_id in self._not_mine_until]
-        if theirs:
-            async with self.pool.pipeline(transaction=True) as pipe:
-                for job in theirs:
-                    pipe.delete(keys.in_progress_key(job.job_id))
-                    pipe.decr(keys.retry_key(job.job_id))
-                await pipe.execute()
-        return [job for job in claimed if job.job_id not in self._not_mine_until]
-
-    def _start(self, job: Claimed) -> None:
-        self.job_counter += 1
-        task = self.loop.create_task(self._run(job))
-        task.add_done_callback(self._job_done)
-        self.tasks[job.job_id] = task
-
-    def _job_done(self, _: asyncio.Task[Any]) -> None:
-        self.job_counter -= 1
-        self._slot_freed.set()
-
-    async def _run(self, job: Claimed) -> None:
-        """Run one claimed job as arq's ``run_job`` would, then finish it in the next group write."""
-        job_id, score, job_try = job.job_id, job.score, job.job_try
-        start_ms = now_ms()
-        if job.payload is None:
-            return await self._fail_early(job_id, job_try, start_ms, JobExecutionFailed("job expired"))
+    async def _process(self, attempt: Attempt) -> None:
+        """Run one attempt (unless its outcome is decided already), write its outcome, free its slot."""
+        assert self.runner is not None
+        in_slot = attempt.outcome is None
         try:
-            name, args, kwargs, enqueue_try, enqueue_ms = deserialize_job_raw(
-                job.payload, deserializer=self.job_deserializer
-            )
-        except SerializationError as exc:
-            return await self._fail_early(job_id, job_try, start_ms, exc)
-        early = functools.partial(
-            self._fail_early, job_id, job_try, start_ms, name=name, kwargs=kwargs, enqueue_ms=enqueue_ms
-        )
-        if self.allow_abort_jobs and await self.pool.zrem(abort_jobs_ss, job_id):
-            return await early(asyncio.CancelledError())
-        function = self.functions.get(name)
-        if function is None:
-            return await early(JobExecutionFailed(f"function {name!r} not found"))
-        if enqueue_try and enqueue_try > job_try:
-            job_try = enqueue_try
-            await self.pool.setex(keys.retry_key(job_id), RETRY_KEY_TTL_S, str(job_try))
-        max_tries = self.max_tries if function.max_tries is None else function.max_tries
-        if job_try > max_tries:
-            return await early(JobExecutionFailed(f"max {max_tries} retries exceeded"))
-        ctx = {
-            **self.ctx,
-            "job_id": job_id,
-            "job_try": job_try,
-            "enqueue_time": ms_to_datetime(enqueue_ms),
-            "score": score,
-        }
-        if self.on_job_start:
-            await self.on_job_start(ctx)
-        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-        result: Any = _NO_RESULT
-        finish = success = False
-        incr_score: int | None = None
-        self.job_tasks[job_id] = asyncio.current_task()  # type: ignore[assignment]  # what an abort cancels
-        try:
-            async with asyncio.timeout(timeout_s):
-                result = await function.coroutine(ctx, *args, **kwargs)
-        except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, Retry):
-                incr_score = exc.defer_score + (now_ms() - score) if exc.defer_score else None
-                self.jobs_retried += 1
-            elif isinstance(exc, asyncio.CancelledError) and job_id in self.aborting_tasks:
-                result, finish = exc, True
-                self.aborting_tasks.remove(job_id)
-                self.jobs_failed += 1
-            elif isinstance(exc, asyncio.CancelledError):
-                self.jobs_retried += 1  # shutdown: queued again as it is
-            else:
-                result, finish = exc, True
-                self.jobs_failed += 1
-        else:
-            success = finish = True
-            self.jobs_complete += 1
-        finally:
-            self.job_tasks.pop(job_id, None)
-        keep_forever = (
-            self.keep_result_forever if function.keep_result_forever is None else function.keep_result_forever
-        )
-        keep_s = self.keep_result_s if function.keep_result_s is None else function.keep_result_s
-        result_data = None
-        if result is not _NO_RESULT and (keep_forever or keep_s > 0):
-            result_data = serialize_result(
-                name, args, kwargs, job_try, enqueue_ms, success, result, start_ms, now_ms(), f"{job_id}:{name}",
-                self.queue_name, job_id=job_id, serializer=self.job_serializer,
-            )  # fmt: skip
-        if self.on_job_end:
-            await self.on_job_end(ctx)
-        if incr_score is not None:
-            due = score + incr_score
-            self._upcoming_ms = due if self._upcoming_ms is None else min(self._upcoming_ms, due)
-        state = self.state
-        item = Finish(
-            job_id=job_id,
-            queue_key=self.queue_name,
-            finish=finish,
-            result_data=result_data,
-            result_ttl_ms=result_ttl_ms(bool(keep_forever), keep_s),
-            incr_score=incr_score,
-            keep_in_progress_ms=int(keep_cronjob_progress * 1000) if hasattr(function, "next_run") else None,
-            failure=state.pending_failures.pop(job_id, None) if state else None,
-            refund_try=self.stopping and not finish and incr_score is None,
-        )
-        await asyncio.shield(self._finishes.finish(item))
-        if item.refund_try:
-            log.info("job_requeued", job_id=job_id, reason="worker stopping")
-        if self.after_job_end:
-            await self.after_job_end(ctx)
-        return None
-
-    async def _fail_early(
-        self,
-        job_id: str,
-        job_try: int,
-        start_ms: int,
-        error: BaseException,
-        *,
-        name: str = "<unknown>",
-        kwargs: dict[str, Any] | None = None,
-        enqueue_ms: int = 0,
-    ) -> None:
-        """The job cannot run: record it as arq would, through ``finish_failed_job`` (rollout window, store)."""
-        self.jobs_failed += 1
-        result_data = serialize_result(
-            name, (), kwargs or {}, job_try, enqueue_ms, False, error, start_ms, now_ms(), f"{job_id}:{name}",
-            self.queue_name, job_id=job_id, serializer=self.job_serializer,
-        )  # fmt: skip
-        await asyncio.shield(self.finish_failed_job(job_id, result_data))
-
-    # --- Redis outages ---------------------------------------------------------------------------------------
-
-    async def _until_redis_answers(self, work: Callable[[], Awaitable[None]], job_id: str) -> None:
-        """Run ``work``, retrying through a Redis outage; past the limit the job is left to its lease."""
-        started = time.monotonic()
-        delay = 0.1
-        while True:
+            outcome = attempt.outcome or await self.runner.run(attempt, self.ctx)
+            self.job_tasks.pop(attempt.job_id, None)
+            self.state.running.pop(attempt.job_id, None)
+            self._count(outcome, attempt)
+            write = write_for(attempt, outcome, self._write_ctx)
+            if isinstance(outcome, RetryIn | Released) and outcome.seconds <= self.idle_wait_s:
+                due = time.time() + outcome.seconds
+                self._upcoming_s = due if self._upcoming_s is None else min(self._upcoming_s, due)
             try:
-                await work()
-                return
-            except REDIS_DOWN_ERRORS as exc:
-                if time.monotonic() - started > REDIS_RETRY_LIMIT_S:
-                    log.error("job_not_finished", job_id=job_id, error=str(exc) or type(exc).__name__)
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    # --- finishing jobs -------------------------------------------------------------------------------------
-
-    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        """A job failed before its task ran: put it back for the rollout window, or record why it failed."""
-        info: dict[str, Any] = {}
-        if result_data:
-            with contextlib.suppress(ValueError):
-                info = wire.loads(result_data)
-        stored = info.get("r")
-        error: dict[str, Any] = stored if isinstance(stored, dict) else {}
-        error_type, message = str(error.get("type", "Error")), str(error.get("message", ""))
-        reason = _reason(error_type, message)
-        state = self.state
-        queue = keys.queue_name(str(info.get("q") or self.queue_name))
-        enqueue_ms = info.get("et")
-        if reason is FailureReason.unknown_task and isinstance(enqueue_ms, int):
-            left_s = self.settings.rollout_window - (time.time() * 1000 - enqueue_ms) / 1000
-            if left_s > 0:
-                self._not_mine_until[job_id] = time.monotonic() + left_s
-                await self._until_redis_answers(
-                    lambda: self._put_back(job_id, min(ROLLOUT_RECHECK_S, left_s)), job_id
+                held = await _shielded(self._finisher.write(write))
+            except FinishNotWritten:
+                held = True
+            if not held:
+                log.error(
+                    "job_outcome_dropped",
+                    job_id=attempt.job_id,
+                    task=attempt.task_name,
+                    reason="another worker holds the job's lease now (this worker lost it during an outage)",
                 )
-                log.warning(
-                    "job_deferred_unknown_task",
-                    job_id=job_id,
-                    task=info.get("f"),
-                    queue=queue,
-                    rollout_window_left_s=round(left_s, 1),
-                )
-                return
-        extra: dict[str, Any] = {}
-        if reason is FailureReason.undecodable_payload:
-            raw = await self.pool.get(keys.job_key(job_id))
-            extra["payload_preview"] = repr(raw[:PREVIEW_BYTES]) if raw else None
-        record = FailedJob(
-            job_id=job_id,
-            task=str(info.get("f", "<unknown>")),
-            kwargs=kwargs if isinstance(kwargs := info.get("k"), dict) else {},
-            queue=queue,
-            tries=int(info.get("t") or 0),
-            max_tries=self.max_tries,
-            reason=reason.value,
-            error_type=error_type,
-            message=message,
-            traceback=error.get("traceback"),
-            enqueued_at=iso_ms(enqueue_ms) if isinstance(enqueue_ms, int) else None,
-            failed_at=now_iso(),
-            worker_id=state.worker_id if state else None,
-            extra=extra,
+            if self.after_job_end is not None and attempt.started_ms:
+                try:
+                    await self.after_job_end(
+                        {**self.ctx, "job_id": attempt.job_id, "job_try": attempt.job_try}
+                    )
+                except Exception as exc:
+                    log.error("after_job_end_failed", error_type=type(exc).__name__, error=str(exc))
+        except Exception:  # a bug of ours: the job is left to its lease and runs again
+            log.exception("job_not_finished", job_id=attempt.job_id, task=attempt.task_name)
+        finally:
+            self.tasks.pop(attempt.job_id, None)
+            self.job_tasks.pop(attempt.job_id, None)
+            self.aborting_tasks.discard(attempt.job_id)
+            self.state.running.pop(attempt.job_id, None)
+            if in_slot:
+                self._attempts.pop(attempt.raw_id, None)
+                self.job_counter -= 1
+                if self._wake is not None:
+                    self._wake.set()  # a slot is free
+
+    def _count(self, outcome: Outcome, attempt: Attempt) -> None:
+        if isinstance(outcome, Succeeded):
+            self.jobs_complete += 1
+            self.state.succeeded += 1
+        elif isinstance(outcome, Failed | Aborted):
+            self.jobs_failed += 1
+            self.state.failed += 1
+        elif isinstance(outcome, RetryIn) or (isinstance(outcome, Released) and attempt.started_ms):
+            self.jobs_retried += 1
+            self.state.retried += 1
+
+    async def _wait(self, idle: bool) -> None:
+        """Until something may be due: a wake-up (token, slot freed, stop), the next due time, or the idle cap."""
+        assert self._wake is not None
+        now = time.time()
+        timeout = self.idle_wait_s
+        if self._upcoming_s is not None:
+            timeout = min(timeout, self._upcoming_s - now)
+        if self.cron_jobs and (when := self.cron.next_queue_time()) is not None:
+            timeout = min(timeout, when - now)
+        if self._attempts:
+            timeout = min(timeout, ABORT_POLL_S)
+        if self.burst:
+            timeout = min(timeout, 0.05)
+        if timeout < MIN_WAIT_S:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stop is not None
+        if self._stop.requested:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.event.wait()
+
+    async def _poll_aborts(self) -> None:
+        """Cancel running jobs someone aborted (``arq:abort``); cheap: one ZMSCORE of the running ids."""
+        self._last_abort_poll = time.monotonic()
+        running = [a for a in self._attempts.values() if a.outcome is None and a.cancel_reason is None]
+        if not running:
+            return
+        scores = await self._pool.zmscore(keys.ABORT_KEY, [a.raw_id for a in running])
+        for attempt, score in zip(running, scores, strict=True):
+            if score is None:
+                continue
+            attempt.cancel_reason = CancelReason.abort
+            self.aborting_tasks.add(attempt.job_id)
+            task = self.tasks.get(attempt.job_id)
+            if task is not None and attempt.running:
+                task.cancel()
+
+    async def _arq_health(self) -> None:
+        """arq's shared health key, refreshed now and then, so that ``arq --check`` works too."""
+        now = time.time()
+        if now - self._last_arq_health < self.health_check_interval:
+            return
+        self._last_arq_health = now
+        queued = await self._pool.zcard(self.queue_name)
+        info = (
+            f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
+            f"j_retried={self.jobs_retried} j_ongoing={len(self._attempts)} queued={queued}"
         )
-        log.error(
-            "job_failed",
-            job_id=job_id,
-            task=record.task,
-            queue=queue,
-            reason=reason.value,
-            error_type=error_type,
-            error=message,
+        await self._pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
+
+    def _jobs_started(self) -> int:
+        return self.jobs_complete + self.jobs_retried + self.jobs_failed + len(self._attempts)
+
+    async def _burst_done(self) -> bool:
+        """arq's rule: a burst ends when its job budget is spent, or the queue is empty and nothing runs."""
+        if 0 <= self.max_burst_jobs <= self._jobs_started():
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            return True
+        if self._attempts:
+            return False
+        try:
+            return bool(await self._pool.zcard(self.queue_name) == 0 or await self._paused())
+        except TRANSIENT_ERRORS:
+            return False
+
+    async def _paused(self) -> bool:
+        return bool(await self._pool.exists(keys.paused_key(self.queue_name)))
+
+    # --- stop --------------------------------------------------------------------------------------------------
+
+    def _request_stop(self, sig: Signals | None, *, grace_s: float) -> None:
+        if self._stop is None:  # never started: nothing runs
+            self._stop = StopState()
+        budget = grace_s + CANCEL_WAIT_S + FLUSH_S
+        first = self._stop.request(sig, budget)
+        self.allow_pick_jobs = False
+        self._grace_s = grace_s if first else 0.0
+        if self._wake is not None:
+            self._wake.set()
+        if not first:
+            log.warning("worker_stopping_now", signal=sig.name if sig else None, running=len(self._attempts))
+            return
+        log.info(
+            "worker_stopping",
+            signal=sig.name if sig else None,
+            running=len(self._attempts),
+            grace_s=grace_s,
         )
+        if self._exit_watchdog:
+            start_watchdog(budget + 10.0, "the worker did not stop within its grace period")
 
-        async def work() -> None:
-            if state is not None and state.failed_store is not None:
-                await state.failed_store.record(record)
-            await Worker.finish_failed_job(self, job_id, result_data)
-
-        await self._until_redis_answers(work, job_id)
-
-    async def _put_back(self, job_id: str, delay_s: float) -> None:
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.in_progress_key(job_id))
-            pipe.zadd(self.queue_name, {job_id: int((time.time() + delay_s) * 1000)}, xx=True)
-            pipe.decr(keys.retry_key(job_id))  # looking at it was not a try
-            pipe.rpush(keys.notify_key(self.queue_name), "1")  # wake an idle worker: it may know the task
-            await pipe.execute()
+    async def _wind_down(self) -> None:
+        """Let running jobs finish within the grace, cancel (and queue again) the rest, write every outcome."""
+        assert self._stop is not None
+        self._listener.idle.clear()
+        pending: set[asyncio.Task[Any]] = {t for t in self.tasks.values() if not t.done()}
+        deadline = time.monotonic() + (self._grace_s if self._stop.requested else 0.0)
+        if pending and not self._stop.hurry:
+            hurry: asyncio.Future[Any] = asyncio.ensure_future(self._stop.hurry_event.wait())
+            while pending and not hurry.done() and (left := deadline - time.monotonic()) > 0:
+                waiting: set[asyncio.Future[Any]] = {*pending, hurry}
+                await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                pending = {t for t in pending if not t.done()}
+            hurry.cancel()
+        for attempt in self._attempts.values():
+            if attempt.outcome is None and attempt.cancel_reason is None:
+                attempt.cancel_reason = CancelReason.stop
+        cancelling = [
+            self.tasks[a.job_id] for a in self._attempts.values() if a.running and a.job_id in self.tasks
+        ]
+        if cancelling:
+            stuck = await cancel_until_done(cancelling, CANCEL_WAIT_S)
+            for task in stuck:
+                log.error("job_not_cancellable", task=repr(task), action="left to its lease")
+        rest = [t for t in self.tasks.values() if not t.done()]
+        if rest:
+            await asyncio.wait(rest, timeout=max(self._stop.left_s(), 0.1))
 
     async def close(self) -> None:
+        """Stop (if running), end the background tasks, say goodbye to Redis, run ``on_shutdown``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._stop is None or not self._stop.requested:
+            self._request_stop(None, grace_s=0.0)
+        if self.main_task is not None and not self.main_task.done():
+            await asyncio.wait([self.main_task], timeout=max(self._stop.left_s() if self._stop else 0, 1.0))
+            await cancel_until_done([self.main_task], 1.0)
+        elif self.tasks:
+            await self._wind_down()
+        await cancel_until_done(self._background, 2.0)
+        loop = asyncio.get_running_loop()
+        for sig in self._signals_added:
+            loop.remove_signal_handler(sig)
+        if self._pool is None or not self._started:
+            return
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self._pool.delete(self.health_check_key)
+        if self.on_shutdown is not None:
+            await self.on_shutdown(self.ctx)
+        log.info(
+            "worker_stopped",
+            worker_id=self.worker_id,
+            succeeded=self.state.succeeded,
+            failed=self.state.failed,
+            retried=self.state.retried,
+        )
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self._pool.aclose(close_connection_pool=True)
+
+
+async def _shielded(awaitable: Awaitable[bool]) -> bool:
+    """Await a write to its end even if this task is cancelled meanwhile (the outcome must not be lost)."""
+    future = asyncio.ensure_future(awaitable)
+    while True:
         try:
-            await super().close()
-        except REDIS_DOWN_ERRORS as exc:
-            log.warning("worker_closed_without_redis", error=str(exc) or type(exc).__name__)
-            if self._pool is not None:
-                await self._pool.aclose(close_connection_pool=True)
-                self._pool = None
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                return future.result()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
 
 
-def _reason(error_type: str, message: str) -> FailureReason:
-    """Why arq failed a job before running it, from the error it recorded."""
-    if error_type == "DeserializationError":
-        return FailureReason.undecodable_payload
-    if error_type == "CancelledError":
-        return FailureReason.aborted
-    if error_type == "JobExecutionFailed":
-        if message.startswith("function ") and message.endswith(" not found"):
-            return FailureReason.unknown_task
-        if message == "job expired":
-            return FailureReason.expired
-        if "retries exceeded" in message:
-            return FailureReason.max_tries_exceeded
-    return FailureReason.raised
+async def _warn_if_evicting(redis: Any) -> None:
+    """An evicted job is a lost job: say so when the server may evict keys. A server refusing CONFIG is fine."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except Exception:
+        return
+    if policy and policy != "noeviction":
+        log.warning(
+            "redis_may_evict_jobs",
+            maxmemory_policy=policy,
+            fix="set maxmemory-policy noeviction on the Redis server that holds the queue",
+        )
+
+
+def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed: the event loop is a good part of a job's cost."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+__all__ = ["Worker", "fast_loop_factory"]

@@ -1,107 +1,224 @@
-"""Finishing jobs in groups: every job that ends while a write is in flight rides on the next one.
+"""Writing outcomes: every job that ends while a write is in flight rides on the next one, one script call.
 
-Each finish is what arq's ``finish_job`` writes (result, cleanup of the job's keys, or a re-score for a retry),
-plus the job's failure record and the try handed back after a shutdown. A group is one MULTI/EXEC: one round
-trip for however many jobs ended meanwhile, each job's writes applied whole.
+What each outcome writes is arq's data model: a result record and cleanup of the job's keys, or a new score for a
+retry, plus our additions (the failure record, a try handed back, a wake-up token when a job is due first). The
+write is retried through a Redis outage (or a full Redis, which finishing itself relieves) until the worker's
+patience, or its stop deadline, runs out; then the job is left to its lease, to run again elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
-from redis.asyncio.client import Pipeline
+from redis.asyncio import Redis
 
 from .. import keys
-from ..failed import FailedJob, FailedStore
+from .._lua import scripts
+from ..connection import TRANSIENT_ERRORS, describe_error
+from ..failed import failure_record
+from ..logs import get_logger
+from ..outcome import Failed, FailureReason, Outcome, Released, RetryIn, Succeeded
+from ..records import ResultRecord
+from ..runner import Attempt, now_ms
+
+log = get_logger("scalr_queue.worker")
+
+PATIENCE_S = 60.0  # how long a finish waits for Redis before leaving the job to its lease
+_BACKOFF_START_S, _BACKOFF_CAP_S = 0.1, 2.0
 
 
-@dataclass
-class Finish:
-    job_id: str
+class FinishNotWritten(Exception):
+    """Redis did not take the finish within the worker's patience; the job's lease will run out."""
+
+
+@dataclass(slots=True)
+class Write:
+    """One job's part of a group: an op of the FINISH script and its arguments."""
+
+    op: str  # S succeeded, F failed, R retry, P put back, T taken back by its own worker
+    raw_id: bytes
+    data: bytes | int | str = ""
+    number: int | str = ""  # result ttl (ms) for S/F, the try count to record for R/P/T
+    record: str = ""
+    record_id: str = ""
+
+    def args(self) -> list[bytes | int | str]:
+        return [self.op, self.raw_id, self.data, self.number, self.record, self.record_id]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
     queue_key: str
-    finish: bool
-    result_data: bytes | None
-    result_ttl_ms: int | None  # None: kept forever
-    incr_score: int | None
-    keep_in_progress_ms: int | None
-    failure: FailedJob | None = None
-    refund_try: bool = False
-
-    async def write(self, pipe: Pipeline, store: FailedStore | None) -> None:
-        """Queue this job's writes on ``pipe`` (arq's finish_job, plus our additions); nothing is sent yet."""
-        if self.failure is not None and store is not None:
-            await store.record(self.failure, pipe=pipe)
-        in_progress = keys.in_progress_key(self.job_id)
-        doomed = []
-        if self.keep_in_progress_ms is None:
-            doomed.append(in_progress)
-        else:
-            pipe.pexpire(in_progress, self.keep_in_progress_ms)
-        if self.finish:
-            if self.result_data:
-                pipe.set(keys.result_key(self.job_id), self.result_data, px=self.result_ttl_ms)
-            doomed += [keys.retry_key(self.job_id), keys.job_key(self.job_id)]
-            pipe.zrem(abort_jobs_ss, self.job_id)
-            pipe.zrem(self.queue_key, self.job_id)
-        elif self.incr_score:
-            pipe.zincrby(self.queue_key, self.incr_score, self.job_id)
-        if self.refund_try:
-            pipe.decr(keys.retry_key(self.job_id))
-        pipe.delete(*doomed)
+    worker_id: str
+    lease_ms: int
 
 
-class FinishGroups:
-    """Collects finishes and writes them in groups, one transaction per group."""
+def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
+    """What ``outcome`` writes for ``attempt``: the single place outcomes become Redis writes."""
+    if isinstance(outcome, RetryIn):
+        return Write("R", attempt.raw_id, now_ms() + int(outcome.seconds * 1000), attempt.job_try)
+    if isinstance(outcome, Released):
+        return Write("P", attempt.raw_id, now_ms() + int(outcome.seconds * 1000), attempt.job_try - 1)
+    plan = attempt.plan
+    keep_ms = plan.keep_result_ms if plan is not None else 0
+    if isinstance(outcome, Succeeded):
+        data = _result(attempt, ctx, True, outcome.result) if keep_ms != 0 else b""
+        return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms)
+    failed = (
+        outcome
+        if isinstance(outcome, Failed)
+        else Failed(FailureReason.aborted, asyncio.CancelledError("aborted"))
+    )
+    error = failed.error
+    record = failure_record(
+        job_id=attempt.job_id,
+        task=attempt.task_name,
+        kwargs=attempt.record.kwargs if attempt.record else {},
+        queue=ctx.queue_key,
+        tries=attempt.job_try,
+        max_tries=plan.max_tries if plan else None,
+        reason=failed.reason,
+        error=error,
+        traceback=failed.traceback,
+        enqueue_ms=attempt.record.enqueue_ms if attempt.record else None,
+        worker_id=ctx.worker_id,
+        extra=_extra(attempt, failed),
+    )
+    data = _result(attempt, ctx, False, error) if keep_ms != 0 else b""
+    return Write(
+        "F",
+        attempt.raw_id,
+        data,
+        "" if keep_ms is None else keep_ms,
+        record.to_json(),
+        attempt.job_id,
+    )
+
+
+def taken_back(attempt_try: int, raw_id: bytes, ctx: WriteContext) -> Write:
+    """A job its own worker runs already, claimed again after an outage: keep the lease, hand the try back."""
+    return Write("T", raw_id, ctx.lease_ms, attempt_try)
+
+
+def _result(attempt: Attempt, ctx: WriteContext, success: bool, result: object) -> bytes:
+    record = attempt.record
+    return ResultRecord(
+        job_id=attempt.job_id,
+        task=attempt.task_name,
+        success=success,
+        result=result,
+        job_try=attempt.job_try,
+        enqueue_ms=record.enqueue_ms if record else 0,
+        start_ms=attempt.started_ms or attempt.claimed_ms,
+        finish_ms=attempt.finished_ms or now_ms(),
+        queue=ctx.queue_key,
+        kwargs=record.kwargs if record else {},
+        args=record.args if record else (),
+    ).encode()
+
+
+def _extra(attempt: Attempt, failed: Failed) -> dict[str, object]:
+    if failed.reason is FailureReason.undecodable_payload:
+        from ..records import preview
+
+        return {"payload_preview": preview(attempt.payload), "raw_id": repr(attempt.raw_id)}
+    return {}
+
+
+class Finisher:
+    """Collects writes and sends them in groups, one FINISH call per group."""
 
     def __init__(
         self,
-        redis: Callable[[], ArqRedis],
-        store: Callable[[], FailedStore | None],
-        retry: Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]],
+        redis: Redis,
+        ctx: WriteContext,
+        *,
+        failed_max_age_s: float,
+        failed_max_count: int,
+        give_up_at: Callable[[], float | None],
     ) -> None:
         self.redis = redis
-        self.store = store
-        self.retry = retry
-        self._waiting: list[tuple[Finish, asyncio.Future[None]]] = []
+        self.ctx = ctx
+        self._keys = [
+            keys.queue_key(ctx.queue_key),
+            keys.ABORT_KEY,
+            keys.FAILED_KEY,
+            keys.notify_key(ctx.queue_key),
+        ]
+        self._head: list[bytes | int | str] = [
+            0,
+            ctx.worker_id,
+            int(failed_max_age_s * 1000),
+            failed_max_count,
+            keys.NOTIFY_CAP,
+            keys.IN_PROGRESS_PREFIX,
+            keys.JOB_PREFIX,
+            keys.RETRY_PREFIX,
+            keys.RESULT_PREFIX,
+            keys.FAILED_RECORD_PREFIX,
+        ]
+        self._give_up_at = give_up_at  # the stop deadline (monotonic), once the worker is stopping
+        self._waiting: list[tuple[Write, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
+        self.outage_since: float | None = None
 
-    async def finish(self, item: Finish) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def write(self, item: Write) -> bool:
+        """Write ``item`` with the next group; False if another worker holds the job's lease now."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_groups())
-        await future
+        return await future
 
     async def _write_groups(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting, []
             try:
-                await self.retry(lambda group=group: self._write(group), group[0][0].job_id)  # type: ignore[misc]
-            except Exception as exc:
+                lost = await self._send(group)
+            except FinishNotWritten as exc:
                 for _, future in group:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                for _, future in group:
+                for item, future in group:
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(item.raw_id not in lost)
 
-    async def _write(self, group: list[tuple[Finish, asyncio.Future[None]]]) -> None:
-        store = self.store()
-        async with self.redis().pipeline(transaction=True) as pipe:
-            for item, _ in group:
-                await item.write(pipe, store)
-            await pipe.execute()
-
-
-def result_ttl_ms(keep_forever: bool, keep_s: float | None) -> int | None:
-    return None if keep_forever else int((keep_s or 0) * 1000)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+    async def _send(self, group: list[tuple[Write, asyncio.Future[bool]]]) -> set[bytes]:
+        args: list[bytes | int | str] = list(self._head)
+        for item, _ in group:
+            args += item.args()
+        started = time.monotonic()
+        delay = _BACKOFF_START_S
+        while True:
+            args[0] = now_ms()
+            try:
+                lost: list[bytes] = await scripts(self.redis).finish(keys=self._keys, args=args)
+            except TRANSIENT_ERRORS as exc:
+                if self.outage_since is None:
+                    self.outage_since = started
+                    log.warning("finish_waiting_for_redis", jobs=len(group), error=describe_error(exc))
+                limit = started + PATIENCE_S
+                stop = self._give_up_at()
+                if stop is not None:
+                    limit = min(limit, stop)
+                if time.monotonic() + delay > limit:
+                    log.error(
+                        "finish_not_written",
+                        jobs=len(group),
+                        error=describe_error(exc),
+                        action="left to their leases: they run again elsewhere",
+                    )
+                    raise FinishNotWritten(describe_error(exc)) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+                continue
+            if self.outage_since is not None:
+                log.info(
+                    "finish_written_after_outage", waited_s=round(time.monotonic() - self.outage_since, 2)
+                )
+                self.outage_since = None
+            return set(lost)

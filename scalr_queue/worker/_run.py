@@ -6,17 +6,13 @@ import asyncio
 import contextlib
 import shlex
 import sys
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any
-
-from arq.worker import Worker
 
 from ..config import Settings, get_settings
 from ..connection import create_redis, redis_call
 from ..logs import configure_logging
-from ._engine import ScalrWorker
-from ._settings import ARQ_SETTINGS, settings_for_module
+from ._engine import Worker, fast_loop_factory
+from ._settings import worker_options
 
 
 async def serve(
@@ -26,14 +22,12 @@ async def serve(
     burst: bool = False,
     settings: Settings | None = None,
     handle_signals: bool = True,
+    exit_watchdog: bool = False,
 ) -> Worker:
     """Run the worker for ``module`` on the running loop until a signal (or, with ``burst``, an empty queue)."""
     settings = settings or get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    settings_cls = settings_for_module(module, queue=queue, settings=settings)
-    worker_settings: Settings = vars(settings_cls)["__scalr_queue_settings__"]
-    options: dict[str, Any] = {k: v for k, v in vars(settings_cls).items() if k in ARQ_SETTINGS}
-    options.pop("redis_settings", None)
+    configure_logging(settings.log_format, settings.log_level, arq_lines=settings.arq_job_lines)
+    options, worker_settings = worker_options(module, queue=queue, settings=settings)
     redis = create_redis(worker_settings)
     try:
         async with redis_call(worker_settings):
@@ -41,17 +35,16 @@ async def serve(
     except BaseException:
         await redis.aclose(close_connection_pool=True)
         raise
-    options.update(redis_pool=redis, handle_signals=handle_signals)
-    if burst:
-        options["burst"] = True
-    worker = ScalrWorker(settings=worker_settings, **options)
+    worker = Worker(
+        **options,
+        redis_pool=redis,
+        burst=burst or bool(options.get("burst")),
+        handle_signals=handle_signals,
+        settings=worker_settings,
+        exit_watchdog=exit_watchdog,
+    )
     try:
         await worker.async_run()
-    except asyncio.CancelledError:
-        # arq's signal handler cancels its main task; a cancellation of our own caller still propagates.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
     finally:
         await worker.close()
     return worker
@@ -62,16 +55,8 @@ def run(module: ModuleType | str, *, queue: str | None = None, burst: bool = Fal
 
     On uvloop when it is installed (``pip install uvloop``): the event loop is a good part of a job's cost.
     """
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-        runner.run(serve(module, queue=queue, burst=burst))
-
-
-def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        runner.run(serve(module, queue=queue, burst=burst, exit_watchdog=True))
 
 
 def watch(directory: str, module: str, *, queue: str | None = None, burst: bool = False) -> None:

@@ -1,8 +1,8 @@
-"""Turn a worker module (``tasks = [...]``) or a WorkerSettings class into a complete arq WorkerSettings.
+"""From a worker module (``tasks = [...]``) or a WorkerSettings class to a worker.
 
-The class built here runs unchanged under ``python -m scalr_queue.worker`` and plain ``python -m arq``:
-every value sits in its own ``__dict__`` (arq reads nothing inherited), tasks are wrapped for JSON, timeouts
-and logs, and our hooks run around the user's ``on_startup``/``on_shutdown``.
+``worker_options`` gives the keyword options of our ``Worker`` (the launcher's path). ``build_settings`` gives a
+complete arq WorkerSettings class whose tasks go through the same runner, for plain ``python -m arq``: there
+arq's loop runs them, and a small adapter (``_arq_adapter.py``) turns each outcome into what arq expects.
 """
 
 from __future__ import annotations
@@ -17,26 +17,23 @@ from urllib.parse import quote
 
 from arq.connections import RedisSettings
 from arq.cron import CronJob
-from arq.worker import Function, Worker
+from arq.worker import Function
+from arq.worker import Worker as ArqWorker
 
 from .. import keys, wire
-from ..config import Settings, get_settings, redact_url
-from ..connection import redis_info
+from ..config import Settings, get_settings
 from ..exceptions import WorkerSettingsError
-from ..execution import STATE_KEY, JobDefaults, WorkerState, job_coroutine
-from ..failed import FailedStore
-from ..health import Heartbeat, new_worker_id
-from ..logs import configure_logging, get_logger
-from ..tasks import BUILT_FROM, Task, as_task, cron_task, import_worker_module, to_seconds
+from ..tasks import BUILT_FROM, as_task, cron_task, import_worker_module, to_seconds
+from ._arq_adapter import arq_hooks, arq_plan, job_coroutine
 
-log = get_logger("scalr_queue.worker")
-
-ARQ_SETTINGS = frozenset(inspect.signature(Worker).parameters)
+# arq Worker's options, and ours: what a WorkerSettings class may hold.
+ARQ_SETTINGS = frozenset(inspect.signature(ArqWorker).parameters)
+OUR_SETTINGS = frozenset({"middleware"})
 # arq cancels a try at its own timeout; ours fires first, inside the task, so the try ends as a clean error.
 TIMEOUT_BACKSTOP_S = 5.0
-HEARTBEAT_CTX_KEY = "scalr_queue_heartbeat"
 ARQ_HEALTH_CHECK_INTERVAL_S = 30
 _JSON_ONLY = ("job_serializer", "job_deserializer")
+SETTINGS_KEY = "__scalr_queue_settings__"
 
 
 def user_settings(settings_cls: Any) -> dict[str, Any]:
@@ -51,9 +48,10 @@ def user_settings(settings_cls: Any) -> dict[str, Any]:
             for name in vars(klass):
                 if not name.startswith("_"):
                     values[name] = getattr(settings_cls, name)
+    allowed = ARQ_SETTINGS | OUR_SETTINGS
     for name in values:
-        if name not in ARQ_SETTINGS:
-            close = difflib.get_close_matches(name, sorted(ARQ_SETTINGS), n=1)
+        if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise WorkerSettingsError(
                 f"WorkerSettings.{name} is not a worker setting arq knows ({hint}arq would silently ignore it)"
@@ -66,43 +64,14 @@ def user_settings(settings_cls: Any) -> dict[str, Any]:
     return values
 
 
-def build_settings(
-    settings_cls: Any = None,
-    /,
-    *,
-    tasks: Sequence[Any] | None = None,
-    cron_jobs: Sequence[CronJob] | None = None,
-    queue: str | None = None,
-    settings: Settings | None = None,
-) -> type:
-    """A complete arq WorkerSettings class, from a WorkerSettings class (completed) or from ``tasks``.
-
-    Put ``WorkerSettings = build_settings(tasks=tasks)`` in a worker module and plain
-    ``python -m arq src.worker.WorkerSettings`` (and ``arq --check``) runs it just as scalr_queue does.
-    """
-    user: dict[str, Any] = {} if settings_cls is None else user_settings(settings_cls)
-    if tasks is not None:
-        user["functions"] = list(tasks)
-    if cron_jobs is not None:
-        user["cron_jobs"] = list(cron_jobs)
-    return _complete(user, queue=queue, settings=settings or get_settings(), source="WorkerSettings")
-
-
-def settings_for_module(
-    module: ModuleType | str, *, queue: str | None = None, settings: Settings | None = None
-) -> type:
-    """The WorkerSettings the launcher runs for a module: its WorkerSettings class, else its ``tasks``."""
+def module_settings(module: ModuleType | str) -> tuple[dict[str, Any], str]:
+    """What a worker module declares: its WorkerSettings class, else its ``tasks`` (and ``cron_jobs``,
+    ``middleware``); and how to name it in errors."""
     if isinstance(module, str):
         module = import_worker_module(module)
-    settings = settings or get_settings()
     declared = getattr(module, "WorkerSettings", None)
     if declared is not None:
-        return _complete(
-            user_settings(declared),
-            queue=queue,
-            settings=settings,
-            source=f"{module.__name__}.WorkerSettings",
-        )
+        return user_settings(declared), f"{module.__name__}.WorkerSettings"
     tasks = getattr(module, "tasks", None)
     if tasks is None or not isinstance(tasks, (list, tuple)) or not tasks:
         found = (
@@ -117,17 +86,135 @@ def settings_for_module(
             f"functions) or a WorkerSettings class; found {found}"
         )
     user: dict[str, Any] = {"functions": list(tasks)}
-    crons = getattr(module, "cron_jobs", None)
-    if crons:
-        user["cron_jobs"] = list(crons)
-    return _complete(user, queue=queue, settings=settings, source=f"module {module.__name__!r}")
+    for name in ("cron_jobs", "middleware"):
+        value = getattr(module, name, None)
+        if value:
+            user[name] = list(value)
+    return user, f"module {module.__name__!r}"
+
+
+def worker_options(
+    module: ModuleType | str, *, queue: str | None = None, settings: Settings | None = None
+) -> tuple[dict[str, Any], Settings]:
+    """Our Worker's keyword options for a worker module, and the settings it runs with (Redis URL resolved)."""
+    user, source = module_settings(module)
+    settings = settings or get_settings()
+    _check(user, source)
+    settings = settings.model_copy(update={"redis_url": redis_url_of(user, settings)})
+    options = {k: v for k, v in user.items() if k != "redis_settings"}
+    options["queue_name"] = keys.queue_key(queue or user.get("queue_name") or settings.name)
+    return options, settings
+
+
+def build_settings(
+    settings_cls: Any = None,
+    /,
+    *,
+    tasks: Sequence[Any] | None = None,
+    cron_jobs: Sequence[CronJob] | None = None,
+    queue: str | None = None,
+    settings: Settings | None = None,
+) -> type:
+    """A complete arq WorkerSettings class, from a WorkerSettings class (completed) or from ``tasks``.
+
+    Put ``WorkerSettings = build_settings(tasks=tasks)`` in a worker module and plain
+    ``python -m arq src.worker.WorkerSettings`` (and ``arq --check``) runs it, through the same runner;
+    ``python -m scalr_queue.worker src.worker`` runs the same module with scalr_queue's worker.
+    """
+    user: dict[str, Any] = {} if settings_cls is None else user_settings(settings_cls)
+    if tasks is not None:
+        user["functions"] = list(tasks)
+    if cron_jobs is not None:
+        user["cron_jobs"] = list(cron_jobs)
+    settings = settings or get_settings()
+    _check(user, "WorkerSettings")
+    redis_url = redis_url_of(user, settings)
+    settings = settings.model_copy(update={"redis_url": redis_url})
+    queue_key = keys.queue_key(queue or user.get("queue_name") or settings.name)
+    job_timeout = to_seconds(user.get("job_timeout")) or settings.job_timeout
+    defaults = {
+        "job_timeout": job_timeout,
+        "max_tries": user.get("max_tries", settings.max_tries),
+        "keep_result": to_seconds(user.get("keep_result")) if "keep_result" in user else settings.keep_result,
+        "keep_result_forever": bool(user.get("keep_result_forever")),
+        "backoff": settings.default_backoff,
+    }
+    functions, crons = [], []
+    for entry in user.get("functions") or []:
+        t = as_task(entry)
+        plan = arq_plan(t, defaults, is_cron=False)
+        functions.append(
+            Function(
+                name=t.name,
+                coroutine=job_coroutine(plan, queue_key, settings),
+                timeout_s=plan.timeout_s + TIMEOUT_BACKSTOP_S,
+                keep_result_s=t.options.keep_result_s,
+                keep_result_forever=plan.keep_result_ms is None or None,
+                max_tries=plan.max_tries,
+            )
+        )
+    for cron in user.get("cron_jobs") or []:
+        plan = arq_plan(cron_task(cron), defaults, is_cron=True)
+        crons.append(
+            dataclasses.replace(
+                cron,
+                coroutine=job_coroutine(plan, queue_key, settings),
+                timeout_s=plan.timeout_s + TIMEOUT_BACKSTOP_S,
+                next_run=None,
+            )
+        )
+    on_startup, on_shutdown = arq_hooks(
+        user, settings, queue_key, [f.name for f in functions] + [c.name for c in crons]
+    )
+    values: dict[str, Any] = {
+        **{k: v for k, v in user.items() if k not in OUR_SETTINGS},
+        "functions": functions,
+        "cron_jobs": crons,
+        "queue_name": queue_key,
+        "redis_settings": user.get("redis_settings") or RedisSettings.from_dsn(redis_url),
+        "max_jobs": user.get("max_jobs", settings.concurrency),
+        "job_timeout": job_timeout + TIMEOUT_BACKSTOP_S,
+        "max_tries": defaults["max_tries"],
+        "keep_result": defaults["keep_result"],
+        # arq crashes on a failed job when this is set worker-wide (arq #531); it moved onto each function.
+        "keep_result_forever": False,
+        # arq's shared key: refreshed every 30 s so `arq --check` works; our own probe uses per-worker heartbeats.
+        "health_check_interval": user.get("health_check_interval", ARQ_HEALTH_CHECK_INTERVAL_S),
+        "job_serializer": wire.dumps,
+        "job_deserializer": wire.loads,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        BUILT_FROM: user,
+        SETTINGS_KEY: settings,
+    }
+    return type("WorkerSettings", (), values)
+
+
+def _check(user: dict[str, Any], source: str) -> None:
+    functions = list(user.get("functions") or [])
+    crons = list(user.get("cron_jobs") or [])
+    if not functions and not crons:
+        raise WorkerSettingsError(
+            f"{source} registers no tasks: give it functions = [...] (async task functions) or cron_jobs = [...]"
+        )
+    if any(not isinstance(c, CronJob) for c in crons):
+        raise WorkerSettingsError(f"{source}: cron_jobs must hold arq cron(...) entries")
+    names = [as_task(f).name for f in functions] + [cron_task(c).name for c in crons]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise WorkerSettingsError(
+            f"{source} registers more than one task named {', '.join(map(repr, duplicates))}"
+        )
 
 
 def redis_url_of(user: dict[str, Any], settings: Settings) -> str:
     """The Redis URL a WorkerSettings means: its ``redis_settings`` if it has them, else ``REDIS_URL``."""
     rs = user.get("redis_settings")
-    if rs is None:
-        return settings.redis_url
+    return settings.redis_url if rs is None else redis_url_from_settings(rs)
+
+
+def redis_url_from_settings(rs: Any) -> str:
+    """arq RedisSettings for one server as a URL (the form scalr_queue's connections are made from)."""
     if not isinstance(rs, RedisSettings) or rs.sentinel or not isinstance(rs.host, str):
         raise WorkerSettingsError(
             "WorkerSettings.redis_settings must be arq RedisSettings for one server (no Sentinel)"
@@ -138,146 +225,3 @@ def redis_url_of(user: dict[str, Any], settings: Settings) -> str:
     if rs.unix_socket_path:
         return f"unix://{auth}{rs.unix_socket_path}?db={rs.database}"
     return f"{'rediss' if rs.ssl else 'redis'}://{auth}{rs.host}:{rs.port}/{rs.database}"
-
-
-def _complete(user: dict[str, Any], *, queue: str | None, settings: Settings, source: str) -> type:
-    functions = list(user.get("functions") or [])
-    crons: list[CronJob] = list(user.get("cron_jobs") or [])
-    if not functions and not crons:
-        raise WorkerSettingsError(
-            f"{source} registers no tasks: give it functions = [...] (async task functions) or cron_jobs = [...]"
-        )
-    if any(not isinstance(c, CronJob) for c in crons):
-        raise WorkerSettingsError(f"{source}: cron_jobs must hold arq cron(...) entries")
-    redis_url = redis_url_of(user, settings)
-    settings = settings.model_copy(update={"redis_url": redis_url})
-    job_timeout = to_seconds(user.get("job_timeout", settings.job_timeout)) or settings.job_timeout
-    keep_forever = bool(user.get("keep_result_forever"))
-    queue_key = keys.queue_key(queue or user.get("queue_name") or settings.name)
-    tasks = [as_task(f) for f in functions]
-    cron_tasks = [cron_task(c) for c in crons]
-    names = [t.name for t in tasks + cron_tasks]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise WorkerSettingsError(
-            f"{source} registers more than one task named {', '.join(map(repr, duplicates))}"
-        )
-
-    defaults = JobDefaults(
-        timeout_s=job_timeout,
-        max_tries=user.get("max_tries", settings.max_tries),
-        backoff=settings.default_backoff,
-    )
-    on_startup, on_shutdown = _hooks(
-        user, settings, queue_key, names, max_jobs=user.get("max_jobs", settings.concurrency)
-    )
-    values: dict[str, Any] = {
-        **user,
-        "functions": [_arq_function(t, defaults, keep_forever) for t in tasks],
-        "cron_jobs": [_arq_cron(c, t, defaults) for c, t in zip(crons, cron_tasks, strict=True)],
-        "queue_name": queue_key,
-        "redis_settings": RedisSettings.from_dsn(redis_url)
-        if "redis_settings" not in user
-        else user["redis_settings"],
-        "max_jobs": user.get("max_jobs", settings.concurrency),
-        "job_timeout": job_timeout + TIMEOUT_BACKSTOP_S,
-        "max_tries": defaults.max_tries,
-        "keep_result": user.get("keep_result", settings.keep_result),
-        # arq crashes on a failed job when this is set worker-wide (arq #531); it moved onto each function.
-        "keep_result_forever": False,
-        # arq's shared key: refreshed every 30 s so `arq --check` works; our own probe uses per-worker heartbeats.
-        "health_check_interval": user.get("health_check_interval", ARQ_HEALTH_CHECK_INTERVAL_S),
-        "job_serializer": wire.dumps,
-        "job_deserializer": wire.loads,
-        "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
-        BUILT_FROM: user,
-        "__scalr_queue_settings__": settings,
-    }
-    return type("WorkerSettings", (), values)
-
-
-def _arq_function(t: Task[..., Any], defaults: JobDefaults, keep_forever: bool) -> Function:
-    return Function(
-        name=t.name,
-        coroutine=job_coroutine(t, defaults),
-        timeout_s=(t.options.timeout_s or defaults.timeout_s) + TIMEOUT_BACKSTOP_S,
-        keep_result_s=t.options.keep_result_s,
-        keep_result_forever=t.options.keep_result_forever or (True if keep_forever else None),
-        max_tries=t.options.max_tries,
-    )
-
-
-def _arq_cron(cron: CronJob, t: Task[..., Any], defaults: JobDefaults) -> CronJob:
-    timeout = cron.timeout_s or defaults.timeout_s
-    return dataclasses.replace(
-        cron,
-        coroutine=job_coroutine(t, defaults),
-        timeout_s=timeout + TIMEOUT_BACKSTOP_S,
-        next_run=None,
-    )
-
-
-def _hooks(
-    user: dict[str, Any], settings: Settings, queue_key: str, names: list[str], *, max_jobs: int
-) -> tuple[Any, Any]:
-    user_startup = user.get("on_startup")
-    user_shutdown = user.get("on_shutdown")
-
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        configure_logging(settings.log_format, settings.log_level)
-        state = WorkerState(worker_id=new_worker_id(), queue=queue_key, tasks=names)
-        state.engine_records_failures = bool(ctx.get("scalr_queue_engine"))  # see worker/_engine.py
-        ctx[STATE_KEY] = state
-        state.failed_store = FailedStore(
-            ctx["redis"], max_age_s=settings.failed_max_age, max_count=settings.failed_max_count
-        )
-        if user_startup is not None:
-            await user_startup(ctx)
-        redis = ctx["redis"]
-        info = await redis_info(redis)
-        heartbeat = Heartbeat(redis, state, settings.health_interval)
-        await heartbeat.start()
-        ctx[HEARTBEAT_CTX_KEY] = heartbeat
-        log.info(
-            "worker_started",
-            worker_id=state.worker_id,
-            queue=keys.queue_name(queue_key),
-            tasks=names,
-            concurrency=max_jobs,
-            redis_url=redact_url(settings.redis_url),
-            redis_version=info.get("redis_version"),
-        )
-        await _warn_if_evicting(redis)
-
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
-        heartbeat: Heartbeat | None = ctx.pop(HEARTBEAT_CTX_KEY, None)
-        if heartbeat is not None:
-            await heartbeat.stop()
-        if user_shutdown is not None:
-            await user_shutdown(ctx)
-        state: WorkerState | None = ctx.get(STATE_KEY)
-        if state is not None:
-            log.info(
-                "worker_stopped",
-                worker_id=state.worker_id,
-                succeeded=state.succeeded,
-                failed=state.failed,
-                retried=state.retried,
-            )
-
-    return on_startup, on_shutdown
-
-
-async def _warn_if_evicting(redis: Any) -> None:
-    """An evicted job is a lost job: say so when the server may evict keys. A server refusing CONFIG is fine."""
-    try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-    except Exception:
-        return
-    if policy and policy != "noeviction":
-        log.warning(
-            "redis_may_evict_jobs",
-            maxmemory_policy=policy,
-            fix="set maxmemory-policy noeviction on the Redis server that holds the queue",
-        )

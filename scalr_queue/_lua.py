@@ -1,0 +1,314 @@
+"""Every Lua script scalr_queue runs, in one place, each registered once per Redis client (EVALSHA).
+
+Keys come in from ``keys.py``: fixed keys as KEYS, and for keys named by job ids the script builds from an id,
+the prefix as an argument. Scripts that write under a full Redis (``maxmemory`` with ``noeviction``) start with a
+write that frees or grows nothing (DEL, PEXPIRE): Redis refuses a script's memory-growing command only when it is
+its first write, so finishing a job frees its payload and then stores its result even when Redis is full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+# Queue a job unless a job or result with its id exists (arq's rule), and, for a cron run, only once per tick.
+# A job due now, or a deferred one that is now the first due, pushes a wake-up token: an idle worker wakes at
+# once (or re-arms its timer) instead of at its next look.
+# KEYS: job, result, queue, queues set, notify list[, once key]
+# ARGV: expiry ms, payload, score, job id, queue name, now ms, notify cap[, once ttl ms]
+ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+if KEYS[6] and not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[8]) then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[5])
+local wake = tonumber(ARGV[3]) <= tonumber(ARGV[6])
+if not wake then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[6], '+inf', 'LIMIT', 0, 1)
+  wake = first[1] == ARGV[4]
+end
+if wake then
+  redis.call('RPUSH', KEYS[5], '1')
+  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[7]), -1)
+end
+return 1
+"""
+
+# Take a job: its lease (the in-progress key, holding the worker's id), a try on arq's counter, its payload,
+# whether it was aborted. A counter or payload of the wrong type is reported (false / 0), not fatal to the claim.
+# ARGV: now ms, how many, scan limit, lease ms, worker id, in-progress prefix, retry prefix, job prefix,
+#       retry ttl s, abort set
+_TAKE = """
+local taken = 0
+local out = {false}
+local function take(id, score)
+  if not redis.call('SET', ARGV[6] .. id, ARGV[5], 'NX', 'PX', ARGV[4]) then return end
+  local counter = ARGV[7] .. id
+  local try = redis.pcall('INCR', counter)
+  if type(try) == 'table' then try = false else redis.call('EXPIRE', counter, ARGV[9]) end
+  local payload = redis.pcall('GET', ARGV[8] .. id)
+  if type(payload) == 'table' then payload = 0 end
+  out[#out + 1] = id
+  out[#out + 1] = score
+  out[#out + 1] = payload
+  out[#out + 1] = try
+  out[#out + 1] = redis.call('ZSCORE', ARGV[10], id) and 1 or 0
+  taken = taken + 1
+end
+"""
+
+# Claim up to ARGV[2] due jobs, oldest first; returns the score of the next job not yet due (false: none;
+# 'paused': the queue is paused), then id, score, payload (false: expired; 0: not a string), try (false: corrupt
+# counter), aborted (1/0) for each claim. When it takes fewer than asked nothing else is due: spent wake-up
+# tokens are dropped. A job scored +inf would never be due: it is taken (and failed) once nothing else waits.
+# KEYS: queue, paused flag, notify list. ARGV: as _TAKE.
+CLAIM = (
+    _TAKE
+    + """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  out[1] = 'paused'
+  return out
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local want = tonumber(ARGV[2])
+for i = 1, #due, 2 do
+  take(due[i], due[i + 1])
+  if taken >= want then break end
+end
+if taken < want then
+  if taken > 0 then redis.call('DEL', KEYS[3]) end
+  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if upcoming[2] == 'inf' then take(upcoming[1], upcoming[2]) else out[1] = upcoming[2] or false end
+end
+return out
+"""
+)
+
+# Claim the named jobs that are queued and due (arq's ``start_jobs``); same reply as CLAIM, no upcoming score.
+# KEYS: queue. ARGV: as _TAKE, then the ids.
+CLAIM_IDS = (
+    _TAKE
+    + """
+for i = 11, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then take(ARGV[i], score) end
+end
+return out
+"""
+)
+
+# Finish a group of jobs in one call, each op applied whole; a job whose lease another worker holds now is left
+# to that worker (its id is returned). Ops: S succeeded / F failed (result and failure record written), R retry
+# at a score, P put back at a score with its try handed back, T a running job claimed again by its own worker
+# (after an outage): keep its lease (data: lease ms) and hand the try back. R, P and T set the try counter to the
+# tries used (ttl field): the try of a put-back job does not count.
+# KEYS: queue, abort set, failed set, notify list
+# ARGV: now ms, worker id, failed max age ms, failed max count, notify cap, in-progress prefix, job prefix,
+#       retry prefix, result prefix, failed record prefix, then per job: op, id, data, ttl ms or try, failure
+#       record, its id (the job id as text: ids that are not UTF-8 are recorded backslash-escaped)
+FINISH = """
+local now = tonumber(ARGV[1])
+local lost = {}
+local failed = false
+local function wake_if_first(id, score)
+  local wake = tonumber(score) <= now
+  if not wake then
+    local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, 1)
+    wake = first[1] == id
+  end
+  if wake then
+    redis.call('RPUSH', KEYS[4], '1')
+    redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+  end
+end
+for i = 11, #ARGV, 6 do
+  local op, id, data, ttl, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local lease = ARGV[6] .. id
+  local holder = redis.call('GET', lease)
+  if holder and holder ~= ARGV[2] then
+    lost[#lost + 1] = id
+  elseif op == 'T' then
+    redis.call('PEXPIRE', lease, data)
+    redis.call('SET', ARGV[8] .. id, ttl, 'KEEPTTL')
+  elseif op == 'R' or op == 'P' then
+    redis.call('DEL', lease)
+    redis.call('ZADD', KEYS[1], 'XX', data, id)
+    redis.call('SET', ARGV[8] .. id, ttl, 'KEEPTTL')
+    wake_if_first(id, data)
+  else
+    redis.call('DEL', ARGV[7] .. id, ARGV[8] .. id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    if data ~= '' then
+      if ttl == '' then
+        redis.call('SET', ARGV[9] .. id, data)
+      else
+        redis.call('SET', ARGV[9] .. id, data, 'PX', ttl)
+      end
+    end
+    if record ~= '' then
+      redis.call('SET', ARGV[10] .. ARGV[i + 5], record, 'PX', ARGV[3])
+      redis.call('ZADD', KEYS[3], now, ARGV[i + 5])
+      failed = true
+    end
+    redis.call('DEL', lease)
+  end
+end
+if failed then
+  local oldest = now - tonumber(ARGV[3])
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', oldest)) do
+    redis.call('DEL', ARGV[10] .. id)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
+  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
+  if extra > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do
+      redis.call('DEL', ARGV[10] .. id)
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
+  end
+end
+return lost
+"""
+
+# Renew the leases of the jobs a worker runs: extend its own, take back one that ran out (an outage longer than
+# the lease), and report one another worker holds now (never renewed). Returns {taken back, lost}.
+# ARGV: worker id, lease ms, in-progress prefix, then the job ids
+RENEW = """
+local retaken, lost = {}, {}
+for i = 4, #ARGV do
+  local lease = ARGV[3] .. ARGV[i]
+  local holder = redis.call('GET', lease)
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', lease, ARGV[2])
+  elseif not holder then
+    redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+    retaken[#retaken + 1] = ARGV[i]
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return {retaken, lost}
+"""
+
+# One worker's heartbeat: its record, its member of the queue's worker set (scored by when it runs out), dead
+# members swept, the queue noted in the queues set. Starts with a PEXPIRE so it passes a full Redis.
+# KEYS: worker record, workers set, queues set. ARGV: record, ttl ms, worker id, now ms, queue name
+HEARTBEAT = """
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+return 1
+"""
+
+# Count a queue: due jobs waiting, running ones (with a lease), deferred ones, and when the oldest waiting job
+# became due. Running jobs sit at the front (workers take the oldest first): the first ARGV[3] are looked at.
+# KEYS: queue. ARGV: now ms, in-progress prefix, scan limit
+COUNT = """
+local due = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
+local later = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
+local front = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local running = 0
+local oldest = false
+for _, id in ipairs(front) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 1 then
+    running = running + 1
+  elseif not oldest then
+    oldest = redis.call('ZSCORE', KEYS[1], id)
+  end
+end
+return {due - running, running, later, oldest}
+"""
+
+# Remove up to ARGV[4] waiting (not running) jobs and their data from the front of a queue.
+# KEYS: queue. ARGV: in-progress prefix, job prefix, retry prefix, how many
+PURGE = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+local removed = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', ARGV[2] .. id, ARGV[3] .. id)
+    removed = removed + 1
+  end
+end
+return {removed, #ids}
+"""
+
+# Write one failure record and trim the store to its age and count bounds (plain arq workers' path).
+# KEYS: failed set, record. ARGV: record, max age ms, now ms, job id, max count, record prefix
+RECORD_FAILURE = """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest)) do
+  redis.call('DEL', ARGV[6] .. id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('DEL', ARGV[6] .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+end
+return 1
+"""
+
+# Put a failed job back on its queue under the same id with fresh tries, and drop its failure record.
+# KEYS: record, failed set, job, result, retry, in-progress, queue, notify. ARGV: expiry ms, payload, score, id
+RETRY_FAILED = """
+local record = redis.call('GET', KEYS[1])
+if not record then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
+redis.call('PSETEX', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[8], '1')
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The scripts, registered on one client: each is sent once, then called by its SHA."""
+
+    enqueue: AsyncScript
+    claim: AsyncScript
+    claim_ids: AsyncScript
+    finish: AsyncScript
+    renew: AsyncScript
+    heartbeat: AsyncScript
+    count: AsyncScript
+    purge: AsyncScript
+    record_failure: AsyncScript
+    retry_failed: AsyncScript
+
+
+_ATTRIBUTE = "_scalr_queue_scripts"  # kept on the client: they live and die with it
+
+
+def scripts(redis: Redis) -> Scripts:
+    """The scripts registered on ``redis``; registering costs nothing until the first call."""
+    found: Scripts | None = getattr(redis, _ATTRIBUTE, None)
+    if found is None:
+        found = Scripts(
+            enqueue=redis.register_script(ENQUEUE),
+            claim=redis.register_script(CLAIM),
+            claim_ids=redis.register_script(CLAIM_IDS),
+            finish=redis.register_script(FINISH),
+            renew=redis.register_script(RENEW),
+            heartbeat=redis.register_script(HEARTBEAT),
+            count=redis.register_script(COUNT),
+            purge=redis.register_script(PURGE),
+            record_failure=redis.register_script(RECORD_FAILURE),
+            retry_failed=redis.register_script(RETRY_FAILED),
+        )
+        setattr(redis, _ATTRIBUTE, found)
+    return found

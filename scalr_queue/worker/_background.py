@@ -1,0 +1,175 @@
+"""What a worker does beside running jobs: renew leases, listen for wake-up tokens, watch its event loop.
+
+Each is a loop that checks the stop state every turn, so ending them never depends on one cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from redis.asyncio import Redis
+
+from .. import keys
+from .._lua import scripts
+from ..connection import TRANSIENT_ERRORS, describe_error
+from ..logs import get_logger
+from ..runner import Attempt
+from ._stop import StopState
+
+log = get_logger("scalr_queue.worker")
+
+LAG_TICK_S = 0.25  # how often the loop watcher wakes
+LAG_WARN_S = 1.0  # a turn of the event loop this late is logged: something blocked it
+
+
+async def _pause(stop: StopState, seconds: float) -> None:
+    """Sleep ``seconds``, or less if the worker starts stopping."""
+    if stop.requested:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.event.wait()
+    except TimeoutError:
+        pass
+
+
+class LeaseKeeper:
+    """Renews the leases of running jobs every third of the lease.
+
+    After an outage longer than the lease it takes back the leases that ran out (nobody else took the job), and a
+    lease another worker holds now is logged and never renewed again: that worker runs the job now, and this
+    worker's outcome for it will be dropped.
+    """
+
+    def __init__(
+        self, redis: Redis, worker_id: str, lease_s: float, running: Callable[[], Mapping[bytes, Attempt]]
+    ) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.lease_s = lease_s
+        self.running = running
+        self.lost: set[bytes] = set()
+
+    async def run(self, stop: StopState) -> None:
+        lease_ms = int(self.lease_s * 1000)
+        failing = False
+        while not (
+            stop.requested and not self.running()
+        ):  # leases outlive the stop request: the grace is long
+            await asyncio.sleep(self.lease_s / 3)
+            ids = [raw for raw in self.running() if raw not in self.lost]
+            if not ids:
+                continue
+            try:
+                retaken, lost = await scripts(self.redis).renew(
+                    args=[self.worker_id, lease_ms, keys.IN_PROGRESS_PREFIX, *ids]
+                )
+            except TRANSIENT_ERRORS as exc:
+                if not failing:
+                    log.warning("lease_renewal_failed", jobs=len(ids), error=describe_error(exc))
+                failing = True
+                continue
+            failing = False
+            for raw in retaken:
+                log.warning("lease_retaken", job_id=_text(raw), reason="it ran out during a Redis outage")
+            for raw in lost:
+                self.lost.add(raw)
+                holder = await self._holder(raw)
+                log.error(
+                    "lease_lost",
+                    job_id=_text(raw),
+                    held_by=holder,
+                    action="another worker runs this job now; this worker's outcome will be dropped",
+                )
+
+    async def _holder(self, raw: bytes) -> str | None:
+        try:
+            holder = await self.redis.get(keys.IN_PROGRESS_PREFIX.encode() + raw)
+        except TRANSIENT_ERRORS:
+            return None
+        return _text(holder) if holder else None
+
+
+class WakeListener:
+    """Blocks on the queue's notify list while the worker is idle, and wakes the worker when a token arrives.
+
+    The blocking call runs in this task, never in the worker's main loop: waking on a timer or a stop request
+    never needs a Redis call to be cancelled.
+    """
+
+    def __init__(self, redis: Redis, queue_key: str, wait_s: float, outage: Outage) -> None:
+        self.redis = redis
+        self.key = keys.notify_key(queue_key)
+        self.wait_s = wait_s
+        self.idle = asyncio.Event()
+        self.outage = outage
+
+    async def run(self, stop: StopState, wake: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.requested:
+            if not self.idle.is_set():
+                waiter = asyncio.ensure_future(self.idle.wait())
+                stopper = asyncio.ensure_future(stop.event.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            try:
+                # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
+                token = await self.redis.execute_command("BLPOP", self.key, f"{self.wait_s:.3f}")  # type: ignore[no-untyped-call]
+            except TRANSIENT_ERRORS as exc:
+                self.outage.failed(exc)
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            self.outage.answered()
+            if token:
+                wake.set()
+
+
+class LagMonitor:
+    """Notices when something blocks the event loop (a task calling blocking code) and says which jobs ran."""
+
+    def __init__(self, running: Callable[[], Mapping[bytes, Attempt]]) -> None:
+        self.running = running
+        self.worst_s = 0.0
+
+    async def run(self, stop: StopState) -> None:
+        while not stop.requested:
+            before = time.monotonic()
+            await _pause(stop, LAG_TICK_S)
+            lag = time.monotonic() - before - LAG_TICK_S
+            if lag >= LAG_WARN_S and not stop.requested:
+                self.worst_s = max(self.worst_s, lag)
+                running = [f"{a.task_name}({a.job_id})" for a in self.running().values()]
+                log.warning(
+                    "event_loop_blocked",
+                    blocked_s=round(lag, 2),
+                    running=running,
+                    fix="a task called blocking code; run it with await asyncio.to_thread(...) (docs: lifecycle)",
+                )
+
+
+class Outage:
+    """Whether Redis is answering, as every part of the worker sees it: logged once when it stops, once when
+    it is back."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("redis_unavailable", error=describe_error(exc), action="waiting for it")
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.info("redis_reconnected", outage_s=round(time.monotonic() - self.since, 2))
+            self.since = None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(errors="backslashreplace")
