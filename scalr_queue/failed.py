@@ -6,6 +6,7 @@ as JSON and expires with the retention age. Retention is bounded by age and by c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,22 +19,35 @@ from redis.asyncio.client import Pipeline
 
 from . import keys, wire
 
-# Write one record and trim the store to its age and count bounds, atomically.
+# Write one record and trim the store to its age and count bounds, atomically. The record's id also goes into its
+# queue's index (KEYS[3]), so a queue's failures are counted and paged without reading every record; an id trimmed
+# for count leaves its queue's index too (the queue is read from the record).
 _RECORD_LUA = """
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest)) do
   redis.call('DEL', ARGV[6] .. id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
 local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
 if extra > 0 then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    local record = redis.call('GET', ARGV[6] .. id)
+    if record then
+      local ok, data = pcall(cjson.decode, record)
+      if ok and type(data) == 'table' and type(data.queue) == 'string' then
+        redis.call('ZREM', ARGV[7] .. data.queue, id)
+      end
+    end
     redis.call('DEL', ARGV[6] .. id)
   end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
 end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
 return 1
 """
 
@@ -48,6 +62,7 @@ redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[8], '1')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[9], ARGV[4])
 return 1
 """
 
@@ -107,6 +122,24 @@ def now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
 
 
+def _field(raw: bytes, name: str) -> str | None:
+    """A text field of a failure record, or None if the record is not one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _queue_of(raw: bytes) -> str | None:
+    return _field(raw, "queue")
+
+
+def _task_of(raw: bytes) -> str | None:
+    return _field(raw, "task")
+
+
 class FailedStore:
     """Write, list, read, retry, forget and flush failure records."""
 
@@ -120,7 +153,7 @@ class FailedStore:
     async def record(self, failed: FailedJob, *, pipe: Pipeline | None = None) -> None:
         """Store ``failed``; inside ``pipe`` it commits together with the rest of that transaction."""
         await self._record(
-            keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id)],
+            keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id), keys.failed_queue_key(failed.queue)],
             args=[
                 failed.to_json(),
                 self.max_age_ms,
@@ -128,32 +161,43 @@ class FailedStore:
                 failed.job_id,
                 self.max_count,
                 keys.FAILED_RECORD_PREFIX,
+                keys.FAILED_QUEUE_PREFIX,
             ],
             client=pipe,
         )
 
     async def list(self, *, limit: int = 50, queue: str | None = None) -> list[FailedJob]:
-        """The newest failures first; with ``queue``, only that queue's."""
-        wanted = keys.queue_name(queue) if queue else None
+        """The newest failures first; with ``queue``, only that queue's (read through its index)."""
         found: list[FailedJob] = []
         start = 0
         page = max(limit, 100)
         while len(found) < limit:
-            ids = await self.redis.zrevrange(keys.FAILED_KEY, start, start + page - 1)
+            ids = await self.ids(start, page, queue=queue)
             if not ids:
                 break
-            records = await self.redis.mget([keys.failed_key(i.decode()) for i in ids])
-            for raw in records:
-                if raw is None:
-                    continue
-                job = FailedJob.from_json(raw)
-                if wanted is None or job.queue == wanted:
-                    found.append(job)
+            records = await self.redis.mget([keys.failed_key(i) for i in ids])
+            found += [FailedJob.from_json(raw) for raw in records if raw is not None]
             start += page
         return found[:limit]
 
-    async def count(self) -> int:
-        return int(await self.redis.zcard(keys.FAILED_KEY))
+    async def ids(self, start: int, count: int, *, queue: str | None = None) -> list[str]:
+        """A page of failed job ids, newest first: all of them, or ``queue``'s (within the retention age)."""
+        if queue is None:
+            raw = await self.redis.zrevrange(keys.FAILED_KEY, start, start + count - 1)
+        else:
+            raw = await self.redis.zrevrangebyscore(
+                keys.failed_queue_key(queue), "+inf", self._cutoff_ms(), start=start, num=count
+            )
+        return [i.decode(errors="replace") if isinstance(i, bytes) else str(i) for i in raw]
+
+    async def count(self, queue: str | None = None) -> int:
+        """How many failure records there are (of ``queue``: one ZCOUNT on its index)."""
+        if queue is None:
+            return int(await self.redis.zcard(keys.FAILED_KEY))
+        return int(await self.redis.zcount(keys.failed_queue_key(queue), self._cutoff_ms(), "+inf"))
+
+    def _cutoff_ms(self) -> int:
+        return int(time.time() * 1000) - self.max_age_ms
 
     async def get(self, job_id: str) -> FailedJob | None:
         raw = await self.redis.get(keys.failed_key(job_id))
@@ -179,6 +223,7 @@ class FailedStore:
                 keys.in_progress_key(job_id),
                 keys.queue_key(failed.queue),
                 keys.notify_key(failed.queue),
+                keys.failed_queue_key(failed.queue),
             ],
             args=[86_400_000, payload, now_ms, job_id],
         )
@@ -186,12 +231,40 @@ class FailedStore:
             raise ValueError(f"job {job_id} is queued or running again already; forget the failure instead")
         return bool(done)
 
+    async def retry_all(self, *, queue: str | None = None, task: str | None = None) -> list[str]:
+        """Retry every failure (of ``queue``, of ``task``); records that are corrupt or whose job is queued or
+        running again are left as they are. Returns the ids queued again."""
+        matching: list[str] = []
+        start, chunk = 0, 500
+        while ids := await self.ids(start, chunk, queue=queue):
+            raws = await self.redis.mget([keys.failed_key(i) for i in ids])
+            matching += [
+                job_id
+                for job_id, raw in zip(ids, raws, strict=True)
+                if raw is not None and (task is None or _task_of(raw) == task)
+            ]
+            start += chunk
+        done = []
+        for job_id in matching:
+            with contextlib.suppress(ValueError, TypeError):  # a corrupt record, or the job runs again already
+                if await self.retry(job_id):
+                    done.append(job_id)
+        return done
+
     async def forget(self, job_id: str) -> bool:
+        raw = await self.redis.get(keys.failed_key(job_id))
+        queues = [_queue_of(raw)] if raw is not None and _queue_of(raw) else await self._known_queues()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.failed_key(job_id))
             pipe.zrem(keys.FAILED_KEY, job_id)
-            deleted, _ = await pipe.execute()
+            for queue in queues:
+                pipe.zrem(keys.failed_queue_key(queue), job_id)
+            deleted, *_ = await pipe.execute()
         return bool(deleted)
+
+    async def _known_queues(self) -> list[str]:
+        members: set[bytes] = await self.redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
+        return [m.decode(errors="replace") for m in members]
 
     async def flush(self, *, queue: str | None = None) -> int:
         """Forget every failure (of ``queue``, if given); returns how many."""

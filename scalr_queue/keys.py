@@ -26,6 +26,9 @@ NOTIFY_PREFIX = "arq:notify:"
 NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle worker
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
+FAILED_QUEUE_PREFIX = "arq:failed-queue:"
+TIMELINE_PREFIX = "arq:timeline:"
+COMPLETED_PREFIX = "arq:completed:"
 
 
 def queue_key(name: str) -> str:
@@ -77,6 +80,21 @@ def notify_key(queue: str) -> str:
 def failed_key(job_id: str) -> str:
     """One failure record (JSON); the ids of all records are in the sorted set ``arq:failed``."""
     return FAILED_RECORD_PREFIX + job_id
+
+
+def failed_queue_key(queue: str) -> str:
+    """Sorted set of one queue's failure records (job id -> failure time, ms): count and page without a scan."""
+    return FAILED_QUEUE_PREFIX + queue_name(queue)
+
+
+def timeline_key(queue: str, minute: int | str) -> str:
+    """Hash of outcome -> count for one queue and one minute (unix time // 60), kept two hours."""
+    return f"{TIMELINE_PREFIX}{queue_name(queue)}:{minute}"
+
+
+def completed_key(queue: str) -> str:
+    """Sorted set of the queue's most recently completed job ids (-> finish time, ms), capped."""
+    return COMPLETED_PREFIX + queue_name(queue)
 
 
 def arq_health_check_key(queue: str) -> str:
