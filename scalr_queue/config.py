@@ -8,7 +8,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .exceptions import ConfigError
@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     """Most failure records kept; the oldest go first."""
     max_payload: int = Field(512 * 1024, ge=1024)
     """Largest job payload in bytes; bigger ones fail at enqueue (pass ids, not data)."""
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Port of a worker's Prometheus endpoint (``/metrics``); unset: no endpoint."""
+    dashboard_password: SecretStr | None = None
+    """Basic-auth password of ``scalr-queue dashboard``; required to serve it on a non-loopback address."""
 
     @field_validator("log_format", "log_level", "mode", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ ScalrQueueError
 ├── JobNotFoundError (LookupError)        no job, result or queue entry with that id
 ├── JobFailedError                        Job.result() of a job that ended in failure
 ├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
+├── MissingExtraError (ImportError)       an optional extra is not installed; the message names the pip command
 └── NonRetryableError                     raise it in a task to fail the job at once
 """
 
@@ -75,6 +76,10 @@ class JobFailedError(ScalrQueueError):
 
 class JobTimeoutError(ScalrQueueError, TimeoutError):
     """A try of a job ran longer than its timeout and was cancelled."""
+
+
+class MissingExtraError(ScalrQueueError, ImportError):
+    """A feature needs an optional extra that is not installed: ``pip install 'scalr_queue[<extra>]'``."""
 
 
 class NonRetryableError(ScalrQueueError):

@@ -6,6 +6,7 @@ as JSON and expires with the retention age. Retention is bounded by age and by c
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import time
@@ -180,7 +181,7 @@ class FailedStore:
             start += page
         return found[:limit]
 
-    async def ids(self, start: int, count: int, *, queue: str | None = None) -> list[str]:
+    async def ids(self, start: int, count: int, *, queue: str | None = None) -> builtins.list[str]:
         """A page of failed job ids, newest first: all of them, or ``queue``'s (within the retention age)."""
         if queue is None:
             raw = await self.redis.zrevrange(keys.FAILED_KEY, start, start + count - 1)
@@ -231,10 +232,10 @@ class FailedStore:
             raise ValueError(f"job {job_id} is queued or running again already; forget the failure instead")
         return bool(done)
 
-    async def retry_all(self, *, queue: str | None = None, task: str | None = None) -> list[str]:
+    async def retry_all(self, *, queue: str | None = None, task: str | None = None) -> builtins.list[str]:
         """Retry every failure (of ``queue``, of ``task``); records that are corrupt or whose job is queued or
         running again are left as they are. Returns the ids queued again."""
-        matching: list[str] = []
+        matching: builtins.list[str] = []
         start, chunk = 0, 500
         while ids := await self.ids(start, chunk, queue=queue):
             raws = await self.redis.mget([keys.failed_key(i) for i in ids])
@@ -246,14 +247,17 @@ class FailedStore:
             start += chunk
         done = []
         for job_id in matching:
-            with contextlib.suppress(ValueError, TypeError):  # a corrupt record, or the job runs again already
+            with contextlib.suppress(
+                ValueError, TypeError
+            ):  # a corrupt record, or the job runs again already
                 if await self.retry(job_id):
                     done.append(job_id)
         return done
 
     async def forget(self, job_id: str) -> bool:
         raw = await self.redis.get(keys.failed_key(job_id))
-        queues = [_queue_of(raw)] if raw is not None and _queue_of(raw) else await self._known_queues()
+        queue = _queue_of(raw) if raw is not None else None
+        queues = [queue] if queue else await self._known_queues()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.failed_key(job_id))
             pipe.zrem(keys.FAILED_KEY, job_id)
@@ -262,7 +266,7 @@ class FailedStore:
             deleted, *_ = await pipe.execute()
         return bool(deleted)
 
-    async def _known_queues(self) -> list[str]:
+    async def _known_queues(self) -> builtins.list[str]:
         members: set[bytes] = await self.redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
         return [m.decode(errors="replace") for m in members]
 

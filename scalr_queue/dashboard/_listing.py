@@ -44,11 +44,12 @@ class Row:
     enqueued_ms: int | None = None
     tries: int | None = None
     note: str | None = None  # corrupt, expired, the error of a failed job
+    queue: str | None = None  # of a failed job
 
 
 @dataclass
 class Page:
-    queue: str
+    queue: str | None  # None: the failed store across queues
     state: State
     task: str | None
     start: int
@@ -76,8 +77,17 @@ async def page(
     return result
 
 
+async def failed_page(
+    store: FailedStore, queue: str | None, *, start: int = 0, task: str | None = None
+) -> Page:
+    """The failed store, newest first: every queue's records or one queue's, optionally one task's."""
+    result = Page(queue=queue, state=State.failed, task=task or None, start=max(start, 0))
+    await _failed(store, result)
+    return result
+
+
 async def _ranked(redis: ArqRedis, page: Page) -> None:
-    queue_key = keys.queue_key(page.queue)
+    queue_key = keys.queue_key(page.queue or "")
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcount(queue_key, "-inf", now_ms)
@@ -144,7 +154,7 @@ def _finish(page: Page, position: int) -> None:
 async def _running(redis: ArqRedis, page: Page) -> None:
     """Running jobs sit at the front of the due range (workers take the oldest first): look at the first
     ``SCAN_LIMIT`` due entries, as the counts do."""
-    queue_key = keys.queue_key(page.queue)
+    queue_key = keys.queue_key(page.queue or "")
     now_ms = int(time.time() * 1000)
     entries = await redis.zrangebyscore(queue_key, "-inf", now_ms, start=0, num=SCAN_LIMIT, withscores=True)
     ids = [records.text(member) or "" for member, _ in entries]
@@ -179,7 +189,7 @@ async def _running(redis: ArqRedis, page: Page) -> None:
 
 async def _complete(redis: ArqRedis, page: Page) -> None:
     """The newest completed jobs first, from the capped index the engine keeps (``timeline.record``)."""
-    index = keys.completed_key(page.queue)
+    index = keys.completed_key(page.queue or "")
     page.total = int(await redis.zcard(index))
     position = page.start
     budget = FILTER_BUDGET if page.task else PAGE_SIZE
@@ -247,6 +257,7 @@ def failed_row(job_id: str, raw: bytes | None, failure: FailedJob | None) -> Row
         enqueued_ms=_iso_to_ms(failure.enqueued_at),
         tries=failure.tries,
         note=f"{failure.reason}: {failure.error_type}: {failure.message}",
+        queue=failure.queue,
     )
 
 
