@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from . import inline, keys, wire
+from . import inline, keys, metrics, wire
 from .config import Settings, get_settings
 from .connection import create_redis, redis_call
 from .exceptions import (
@@ -185,7 +185,10 @@ class Client:
             return await inline.run(self, job.name, job.known, job.payload, job.job_id, job.queue)
         async with redis_call(self.settings):
             created = await self._store(job)
-        return self.job(job.job_id, job.queue) if created else None
+        if not created:
+            return None
+        metrics.record_enqueued(job.queue, job.name)
+        return self.job(job.job_id, job.queue)
 
     async def enqueue_many(
         self,
@@ -208,6 +211,9 @@ class Client:
                 for job in prepared[start : start + BATCH]:
                     await self._store(job, pipe)  # queued on the pipeline: sent with execute()
                 created += await pipe.execute()
+        for job, done in zip(prepared, created, strict=True):
+            if done:
+                metrics.record_enqueued(job.queue, job.name)
         return [
             self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
         ]
