@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,15 +86,18 @@ class QueueCollector:
     """A prometheus-client collector that reads Redis at each scrape; Redis down gives ``scalr_queue_redis_up 0``."""
 
     def __init__(self, settings: Settings) -> None:
+        require()
+        from prometheus_client.core import GaugeMetricFamily
+
         self.settings = settings
-        self._gauge = require().core.GaugeMetricFamily
+        self._gauge = GaugeMetricFamily
 
     def describe(self) -> list[Any]:
         return []  # registered without a describe-time scrape (Redis may be down at start)
 
     def collect(self) -> Iterator[Any]:
         try:
-            samples = asyncio.run(sample(self.settings))
+            samples = self._read()
             up = 1.0
         except RedisUnavailableError as exc:
             log.warning("exporter_redis_unavailable", error=str(exc))
@@ -104,6 +108,16 @@ class QueueCollector:
             for s in samples:
                 family.add_metric([s.queue], s.values[name])
             yield family
+
+    def _read(self) -> list[QueueSample]:
+        """A fresh event loop for the read: in the scraping thread, or in a thread of its own when this thread
+        already runs a loop (a collector registered in an async app)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(sample(self.settings))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(lambda: asyncio.run(sample(self.settings))).result()
 
 
 def registry(settings: Settings) -> Any:

@@ -13,8 +13,8 @@ from scalr_queue.cli import cli
 from scalr_queue.client import default_client
 from scalr_queue.config import load_settings
 from scalr_queue.connection import create_redis
-from scalr_queue.testing import RedisServer
 from scalr_queue.failed import FailedJob, FailedStore, now_iso
+from scalr_queue.testing import RedisServer
 
 
 def record(job_id: str, queue: str, task: str = "add") -> FailedJob:

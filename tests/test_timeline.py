@@ -58,7 +58,9 @@ async def test_unknown_outcome_is_refused(redis: AsyncRedis, queue: str) -> None
         await timeline.record(redis, queue, "exploded")
 
 
-async def test_completed_index_is_capped(redis: AsyncRedis, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_completed_index_is_capped(
+    redis: AsyncRedis, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Succeeded job ids go into the completed index, newest kept, at most COMPLETED_CAP of them."""
     monkeypatch.setattr(timeline, "COMPLETED_CAP", 5)
     now = time.time()
