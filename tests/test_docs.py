@@ -174,6 +174,9 @@ def test_redis_key_table_matches_keys_module() -> None:
         "QUEUES_KEY": keys.QUEUES_KEY,
         "paused_key": keys.paused_key("<name>"),
         "notify_key": keys.notify_key("<name>"),
+        "failed_queue_key": keys.failed_queue_key("<name>"),
+        "timeline_key": keys.timeline_key("<name>", "<minute>"),
+        "completed_key": keys.completed_key("<name>"),
     }
     assert documented == set(built.values())
     public = {

@@ -99,6 +99,7 @@ async def queue_page(request: Request) -> Response:
         row = await reads.queue_row(s.redis, s.store, name)
         minutes = await timeline.last_hour(s.redis, [name])
         page = await listing.page(s.redis, s.store, name, state, start=start, task=task)
+    page.count = row.ready if state is listing.State.queued else page.total
     return d.page(
         request,
         "queue.html",
@@ -117,6 +118,7 @@ async def failed_page(request: Request) -> Response:
     start = _int(request.query_params.get("start"))
     async with d.session() as s:
         page = await listing.failed_page(s.store, queue, start=start, task=task)
+        page.count = page.total
         names = await reads.known_queues(s.redis)
     return d.page(request, "failed.html", page=page, queues=names, active="failed")
 

@@ -54,7 +54,10 @@ class Page:
     task: str | None
     start: int
     rows: list[Row] = field(default_factory=list)
-    total: int | None = None  # jobs in this state (before the task filter)
+    total: int | None = (
+        None  # entries in this state's range (before the task filter); running ones count as due
+    )
+    count: int | None = None  # what the pager shows: ``total``, or the ready count for "queued"
     next_start: int | None = None
     examined: int = 0  # entries looked at for this page
     budget_spent: bool = False  # a filtered page stopped at FILTER_BUDGET entries
