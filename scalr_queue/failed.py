@@ -168,7 +168,8 @@ class FailedStore:
         )
 
     async def list(self, *, limit: int = 50, queue: str | None = None) -> list[FailedJob]:
-        """The newest failures first; with ``queue``, only that queue's (read through its index)."""
+        """The newest failures first; with ``queue``, only that queue's (read through its index). A record that
+        does not decode is left out (the dashboard shows it as corrupt)."""
         found: list[FailedJob] = []
         start = 0
         page = max(limit, 100)
@@ -176,8 +177,9 @@ class FailedStore:
             ids = await self.ids(start, page, queue=queue)
             if not ids:
                 break
-            records = await self.redis.mget([keys.failed_key(i) for i in ids])
-            found += [FailedJob.from_json(raw) for raw in records if raw is not None]
+            for raw in await self.redis.mget([keys.failed_key(i) for i in ids]):
+                with contextlib.suppress(ValueError, TypeError):  # a corrupt record is skipped, not fatal
+                    found.append(FailedJob.from_json(raw))
             start += page
         return found[:limit]
 

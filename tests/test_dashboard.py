@@ -418,3 +418,17 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+def test_without_the_extra_the_error_names_the_pip_command() -> None:
+    """Importing the dashboard without Jinja2 raises MissingExtraError with the pip command."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['jinja2'] = None\n"
+        "from scalr_queue.exceptions import MissingExtraError\n"
+        "try:\n    import scalr_queue.dashboard\nexcept MissingExtraError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'scalr_queue[dashboard]'" in out

@@ -182,3 +182,13 @@ def test_gauge_names_are_the_design_names(name: str) -> None:
         "scalr_queue_jobs_in_progress",
     }
     assert name in design | {"scalr_queue_queue_paused"}
+
+
+def test_import_scalr_queue_loads_no_optional_extra() -> None:
+    """`import scalr_queue` and an enqueue path load neither prometheus-client nor the dashboard's libraries."""
+    code = (
+        "import sys, scalr_queue, scalr_queue.client; "
+        "print(sorted(m for m in ('prometheus_client', 'jinja2', 'starlette') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
