@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 
 from arq.connections import ArqRedis
@@ -182,7 +181,7 @@ async def _running(redis: ArqRedis, page: Page) -> None:
         if page.task and (seen is None or seen.task != page.task):
             continue
         row = _row(job_id, score, seen)
-        row.tries = records._int(records.text(tries))
+        row.tries = records.integer(records.text(tries))
         page.rows.append(row)
         if len(page.rows) >= PAGE_SIZE:
             break
@@ -256,8 +255,8 @@ def failed_row(job_id: str, raw: bytes | None, failure: FailedJob | None) -> Row
     return Row(
         job_id=job_id,
         task=failure.task,
-        at_ms=_iso_to_ms(failure.failed_at),
-        enqueued_ms=_iso_to_ms(failure.enqueued_at),
+        at_ms=records.iso_to_ms(failure.failed_at),
+        enqueued_ms=records.iso_to_ms(failure.enqueued_at),
         tries=failure.tries,
         note=f"{failure.reason}: {failure.error_type}: {failure.message}",
         queue=failure.queue,
@@ -274,12 +273,3 @@ def _row(job_id: str, score: float, seen: records.Peek | None) -> Row:
         enqueued_ms=seen.enqueued_ms,
         note="corrupt payload" if seen.corrupt else None,
     )
-
-
-def _iso_to_ms(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except ValueError:
-        return None

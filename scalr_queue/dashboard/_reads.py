@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -152,9 +151,11 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
     task = source.get("f")
     view.task = task if isinstance(task, str) else failure.task if failure else None
     view.kwargs = source.get("k", failure.kwargs if failure else None)
-    tries = records._int(records.text(tries_raw)) if tries_raw is not None else None
+    tries = records.integer(records.text(tries_raw)) if tries_raw is not None else None
     view.tries = (
-        tries if tries is not None else records._int(source.get("t")) or (failure.tries if failure else None)
+        tries
+        if tries is not None
+        else records.integer(source.get("t")) or (failure.tries if failure else None)
     )
     view.max_tries = failure.max_tries if failure else None
     view.queue = queued_in[0][0] if queued_in else None
@@ -214,16 +215,16 @@ def _events(
     view: JobView, source: dict[str, Any], result: dict[str, Any] | None, failure: FailedJob | None
 ) -> list[Event]:
     events = []
-    enqueued = records._int(source.get("et"))
+    enqueued = records.integer(source.get("et"))
     if enqueued is not None:
         events.append(Event(enqueued, "enqueued"))
     elif failure is not None and failure.enqueued_at:
-        events.append(Event(_iso_ms(failure.enqueued_at), "enqueued"))
+        events.append(Event(records.iso_to_ms(failure.enqueued_at), "enqueued"))
     if view.run_at_ms is not None:
         events.append(Event(view.run_at_ms, "due" if view.state != "in-progress" else "due (claimed)"))
     if result is not None:
-        started, finished = records._int(result.get("st")), records._int(result.get("ft"))
-        tries = records._int(result.get("t"))
+        started, finished = records.integer(result.get("st")), records.integer(result.get("ft"))
+        tries = records.integer(result.get("t"))
         label = f"try {tries} started" if tries else "last try started"
         if started is not None:
             events.append(Event(started, label))
@@ -232,14 +233,7 @@ def _events(
     if view.state == "in-progress":
         events.append(Event(None, f"running now{f' on {view.worker}' if view.worker else ''}"))
     if failure is not None:
-        events.append(Event(_iso_ms(failure.failed_at), f"moved to the failed store ({failure.reason})"))
+        events.append(
+            Event(records.iso_to_ms(failure.failed_at), f"moved to the failed store ({failure.reason})")
+        )
     return events
-
-
-def _iso_ms(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp() * 1000
-    except ValueError:
-        return None

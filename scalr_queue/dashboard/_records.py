@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .. import wire
@@ -94,14 +95,14 @@ def failed_job(raw: bytes | None) -> FailedJob | None:
             task=_str(data.get("task"), "<unknown>"),
             kwargs=data["kwargs"] if isinstance(data.get("kwargs"), dict) else {},
             queue=_str(data.get("queue"), "<unknown>"),
-            tries=_int(data.get("tries")) or 0,
+            tries=integer(data.get("tries")) or 0,
             reason=_str(data.get("reason"), "<unknown>"),
             error_type=_str(data.get("error_type"), "Error"),
             message=_str(data.get("message"), ""),
             traceback=data["traceback"] if isinstance(data.get("traceback"), str) else None,
             enqueued_at=data["enqueued_at"] if isinstance(data.get("enqueued_at"), str) else None,
             failed_at=_str(data.get("failed_at"), ""),
-            max_tries=_int(data.get("max_tries")),
+            max_tries=integer(data.get("max_tries")),
             worker_id=data["worker_id"] if isinstance(data.get("worker_id"), str) else None,
             extra=data["extra"] if isinstance(data.get("extra"), dict) else {},
         )
@@ -122,7 +123,7 @@ def worker_record(raw: bytes | None) -> dict[str, Any] | None:
     return {
         "worker_id": data["worker_id"],
         "host": _str(data.get("host"), "?"),
-        "pid": _int(data.get("pid")),
+        "pid": integer(data.get("pid")),
         "queue": _str(data.get("queue"), "?"),
         "tasks": [t for t in data.get("tasks") or [] if isinstance(t, str)]
         if isinstance(data.get("tasks"), list)
@@ -130,9 +131,9 @@ def worker_record(raw: bytes | None) -> dict[str, Any] | None:
         "started_at": _float(data.get("started_at")),
         "beat_at": _float(data.get("beat_at")),
         "running": jobs,
-        "succeeded": _int(data.get("succeeded")) or 0,
-        "failed": _int(data.get("failed")) or 0,
-        "retried": _int(data.get("retried")) or 0,
+        "succeeded": integer(data.get("succeeded")) or 0,
+        "failed": integer(data.get("failed")) or 0,
+        "retried": integer(data.get("retried")) or 0,
     }
 
 
@@ -148,7 +149,8 @@ def _str(value: Any, default: str) -> str:
     return value if isinstance(value, str) else default if value is None else str(value)
 
 
-def _int(value: Any) -> int | None:
+def integer(value: Any) -> int | None:
+    """A whole number from Redis data (an int, or digits in text), else None; a bool is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -156,6 +158,16 @@ def _int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
+
+
+def iso_to_ms(value: str | None) -> int | None:
+    """An ISO 8601 time (as the failed store writes them) in ms since the epoch, or None."""
+    if not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value).timestamp() * 1000)
+    except ValueError:
+        return None
 
 
 def _float(value: Any) -> float | None:
