@@ -120,12 +120,18 @@ def job_finished(
         metrics.wait.labels(queue).observe(max(wait_s, 0.0))
 
 
+_serving: set[tuple[str, int]] = set()
+
+
 def start_worker_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve this process's metrics on ``http://addr:port/metrics`` from a daemon thread (the worker calls it at
-    start when ``SCALR_QUEUE_METRICS_PORT`` is set)."""
+    start when ``SCALR_QUEUE_METRICS_PORT`` is set). A second call for the same address does nothing."""
     prometheus_client = require()
     _get()
+    if (addr, port) in _serving:
+        return
     prometheus_client.start_http_server(port, addr=addr)
+    _serving.add((addr, port))
 
 
 def exposition(registry: Any = None) -> tuple[bytes, str]:
