@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo dev test lint docs format bench clean
+.PHONY: install demo dev test lint docs format bench bench-dashboard screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ format: install
 bench: install  ## scalr_queue beside plain arq and the peers (saq, dramatiq), same run, same Redis
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
+
+bench-dashboard: install  ## dashboard page times with 100,000 queued and 10,000 failed jobs
+	$(BIN)/python bench/dashboard_pages.py
+
+screenshots: install  ## every dashboard page in headless Chromium, in build/screenshots/ (--docs: refresh docs/img)
+	$(BIN)/python scripts/screenshots.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

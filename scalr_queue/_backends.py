@@ -40,7 +40,7 @@ class Prepared:
     job_id: str
     record: JobRecord
     payload: bytes
-    score: int
+    score: float
     now_ms: int
     expires_ms: int
 

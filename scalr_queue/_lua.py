@@ -13,6 +13,41 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+# The failed store: a record per job (expiring with the retention age), the set of all of them and an index per
+# queue (both scored by failure time), trimmed to the age and count bounds. An id trimmed for count leaves its
+# queue's index too (the queue is read from the record).
+_FAILED_STORE = """
+local function keep_failed(failed_set, index, record_key, id, record, now, max_age)
+  redis.call('SET', record_key, record, 'PX', max_age)
+  redis.call('ZADD', failed_set, now, id)
+  redis.call('ZADD', index, now, id)
+  redis.call('PEXPIRE', index, max_age)
+end
+local function trim_failed(failed_set, index, record_prefix, index_prefix, now, max_age, max_count)
+  local oldest = now - max_age
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', failed_set, '-inf', oldest)) do
+    redis.call('DEL', record_prefix .. id)
+  end
+  redis.call('ZREMRANGEBYSCORE', failed_set, '-inf', oldest)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', oldest)
+  local extra = redis.call('ZCARD', failed_set) - max_count
+  if extra > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', failed_set, 0, extra - 1)) do
+      local record = redis.call('GET', record_prefix .. id)
+      if record then
+        local ok, data = pcall(cjson.decode, record)
+        if ok and type(data) == 'table' and type(data.queue) == 'string' then
+          redis.call('ZREM', index_prefix .. data.queue, id)
+        end
+      end
+      redis.call('DEL', record_prefix .. id)
+    end
+    redis.call('ZREMRANGEBYRANK', failed_set, 0, extra - 1)
+  end
+  redis.call('ZREMRANGEBYRANK', index, 0, -max_count - 1)
+end
+"""
+
 # Queue a job unless a job or result with its id exists (arq's rule), and, for a cron run, only once per tick.
 # A job due now, or a deferred one that is now the first due, pushes a wake-up token: an idle worker wakes at
 # once (or re-arms its timer) instead of at its next look.
@@ -104,14 +139,21 @@ return out
 # at a score, P put back at a score with its try handed back, T a running job claimed again by its own worker
 # (after an outage): keep its lease (data: lease ms) and hand the try back. R, P and T set the try counter to the
 # tries used (ttl field): the try of a put-back job does not count.
-# KEYS: queue, abort set, failed set, notify list
+# The dashboard's counts ride along: this minute's outcome counts (succeeded / failed / retried) and the capped
+# index of completed jobs.
+# KEYS: queue, abort set, failed set, notify list, the queue's failed index, this minute's timeline bucket,
+#       the queue's completed index
 # ARGV: now ms, worker id, failed max age ms, failed max count, notify cap, in-progress prefix, job prefix,
-#       retry prefix, result prefix, failed record prefix, then per job: op, id, data, ttl ms or try, failure
-#       record, its id (the job id as text: ids that are not UTF-8 are recorded backslash-escaped)
-FINISH = """
+#       retry prefix, result prefix, failed record prefix, failed index prefix, timeline ttl s, completed cap,
+#       then per job: op, id, data, ttl ms or try, failure record, its id (the job id as text: ids that are not
+#       UTF-8 are backslash-escaped)
+FINISH = (
+    _FAILED_STORE
+    + """
 local now = tonumber(ARGV[1])
 local lost = {}
 local failed = false
+local counts = {succeeded = 0, failed = 0, retried = 0}
 local function wake_if_first(id, score)
   local wake = tonumber(score) <= now
   if not wake then
@@ -123,7 +165,7 @@ local function wake_if_first(id, score)
     redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
   end
 end
-for i = 11, #ARGV, 6 do
+for i = 14, #ARGV, 6 do
   local op, id, data, ttl, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local lease = ARGV[6] .. id
   local holder = redis.call('GET', lease)
@@ -137,6 +179,7 @@ for i = 11, #ARGV, 6 do
     redis.call('ZADD', KEYS[1], 'XX', data, id)
     redis.call('SET', ARGV[8] .. id, ttl, 'KEEPTTL')
     wake_if_first(id, data)
+    if op == 'R' then counts.retried = counts.retried + 1 end
   else
     redis.call('DEL', ARGV[7] .. id, ARGV[8] .. id)
     redis.call('ZREM', KEYS[1], id)
@@ -149,29 +192,31 @@ for i = 11, #ARGV, 6 do
       end
     end
     if record ~= '' then
-      redis.call('SET', ARGV[10] .. ARGV[i + 5], record, 'PX', ARGV[3])
-      redis.call('ZADD', KEYS[3], now, ARGV[i + 5])
+      keep_failed(KEYS[3], KEYS[5], ARGV[10] .. ARGV[i + 5], ARGV[i + 5], record, now, tonumber(ARGV[3]))
       failed = true
+      counts.failed = counts.failed + 1
+    else
+      redis.call('ZADD', KEYS[7], now, id)
+      counts.succeeded = counts.succeeded + 1
     end
     redis.call('DEL', lease)
   end
 end
+local counted = false
+for outcome, n in pairs(counts) do
+  if n > 0 then
+    redis.call('HINCRBY', KEYS[6], outcome, n)
+    counted = true
+  end
+end
+if counted then redis.call('EXPIRE', KEYS[6], ARGV[12]) end
+if counts.succeeded > 0 then redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[13]) - 1) end
 if failed then
-  local oldest = now - tonumber(ARGV[3])
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', oldest)) do
-    redis.call('DEL', ARGV[10] .. id)
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
-  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
-  if extra > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do
-      redis.call('DEL', ARGV[10] .. id)
-    end
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
-  end
+  trim_failed(KEYS[3], KEYS[5], ARGV[10], ARGV[11], now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 end
 return lost
 """
+)
 
 # Renew the leases of the jobs a worker runs: extend its own, take back one that ran out (an outage longer than
 # the lease), and report one another worker holds now (never renewed). Returns {taken back, lost}.
@@ -239,28 +284,22 @@ end
 return {removed, #ids}
 """
 
-# Write one failure record and trim the store to its age and count bounds (plain arq workers' path).
-# KEYS: failed set, record. ARGV: record, max age ms, now ms, job id, max count, record prefix
-RECORD_FAILURE = """
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest)) do
-  redis.call('DEL', ARGV[6] .. id)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
-if extra > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
-    redis.call('DEL', ARGV[6] .. id)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
-end
+# Write one failure record and trim the store (plain arq workers' path; ours write records in FINISH).
+# KEYS: failed set, record, the queue's failed index
+# ARGV: record, max age ms, now ms, job id, max count, record prefix, index prefix
+RECORD_FAILURE = (
+    _FAILED_STORE
+    + """
+local now, max_age = tonumber(ARGV[3]), tonumber(ARGV[2])
+keep_failed(KEYS[1], KEYS[3], KEYS[2], ARGV[4], ARGV[1], now, max_age)
+trim_failed(KEYS[1], KEYS[3], ARGV[6], ARGV[7], now, max_age, tonumber(ARGV[5]))
 return 1
 """
+)
 
 # Put a failed job back on its queue under the same id with fresh tries, and drop its failure record.
-# KEYS: record, failed set, job, result, retry, in-progress, queue, notify. ARGV: expiry ms, payload, score, id
+# KEYS: record, failed set, job, result, retry, in-progress, queue, notify, the queue's failed index
+# ARGV: expiry ms, payload, score, id
 RETRY_FAILED = """
 local record = redis.call('GET', KEYS[1])
 if not record then return 0 end
@@ -271,6 +310,7 @@ redis.call('ZADD', KEYS[7], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[8], '1')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[9], ARGV[4])
 return 1
 """
 

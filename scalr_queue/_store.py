@@ -18,7 +18,7 @@ def store_job(
     job_id: str,
     queue: str,
     payload: bytes,
-    score_ms: int,
+    score_ms: float,
     now_ms: int,
     expires_ms: int,
     once_key: str | None = None,

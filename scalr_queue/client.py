@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import itertools
 import math
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from . import keys
+from . import keys, metrics
 from ._backends import InlineBackend, Prepared, RedisBackend, backend_for
 from ._state import STATE
 from .config import QUEUE_NAME_PATTERN, Settings, get_settings
@@ -40,6 +41,8 @@ from .tasks import Task, as_task, registry_for
 ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expires", "_job_try")
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 MAX_DELAY_S = 10 * 365 * 86_400  # deferrals and expiries beyond ten years are mistakes, not plans
+SUB_MS_STEPS = 4096  # a score near 1.7e12 ms holds 1/4096 ms exactly
+_order = itertools.count()
 _JOB_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
 
 __all__ = ["Client", "Job", "JobStatus", "close", "default_client", "enqueue", "enqueue_many"]
@@ -119,7 +122,7 @@ class Client:
         expires_ms = (
             _duration_ms("_expires", expires, positive=True)
             if expires is not None
-            else max(score - now_ms, 0) + EXPIRES_EXTRA_MS
+            else max(int(score) - now_ms, 0) + EXPIRES_EXTRA_MS
         )
         job_try = options.get("_job_try")
         if job_try is not None and (type(job_try) is not int or not 1 <= job_try <= MAX_TRY):
@@ -169,8 +172,10 @@ class Client:
         job = await self.prepare(
             task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, None
         )
-        created = await self.backend.store(job)
-        return self.job(job.job_id, job.queue) if created else None
+        if not await self.backend.store(job):
+            return None
+        metrics.record_enqueued(job.queue, job.name)
+        return self.job(job.job_id, job.queue)
 
     async def enqueue_many(
         self,
@@ -189,6 +194,9 @@ class Client:
         if not prepared:
             return []
         created = await self.backend.store_many(prepared)
+        for job, done in zip(prepared, created, strict=True):
+            if done:
+                metrics.record_enqueued(job.queue, job.name)
         return [
             self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
         ]
@@ -291,7 +299,12 @@ def _queue_option(value: Any) -> str | None:
     return value
 
 
-def _score(options: dict[str, Any], now_ms: int) -> int:
+def _score(options: dict[str, Any], now_ms: int) -> float:
+    """The job's run-at score (ms). A fraction of a millisecond from a per-process counter keeps jobs queued in
+    the same millisecond in the order they were queued (the queue orders equal scores by id, which is random);
+    a job due now is scored just below now (it is due at once), a deferred one just after its time (never
+    before it)."""
+    order = next(_order) % SUB_MS_STEPS / SUB_MS_STEPS
     defer_until, defer_by = options.get("_defer_until"), options.get("_defer_by")
     if defer_until is not None and defer_by is not None:
         raise TaskArgumentsError("pass _defer_until or _defer_by, not both")
@@ -301,10 +314,11 @@ def _score(options: dict[str, Any], now_ms: int) -> int:
         score = int(defer_until.timestamp() * 1000)
         if score - now_ms > MAX_DELAY_S * 1000:
             raise TaskArgumentsError(f"_defer_until {defer_until.isoformat()} is more than ten years away")
-        return score
-    if defer_by is not None:
-        return now_ms + _duration_ms("_defer_by", defer_by, positive=False)
-    return now_ms
+    elif defer_by is not None:
+        score = now_ms + _duration_ms("_defer_by", defer_by, positive=False)
+    else:
+        score = now_ms
+    return score + order if score > now_ms else score - 1 + order
 
 
 def _duration_ms(option: str, value: Any, *, positive: bool) -> int:

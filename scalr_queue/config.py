@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._state import STATE
@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     """Largest job payload in bytes; bigger ones fail at enqueue (pass ids, not data)."""
     arq_job_lines: bool = False
     """Also log arq's own per-job lines (``→ job started``, ``← job succeeded`` ...) beside the job_* events."""
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Port of a worker's Prometheus endpoint (``/metrics``); unset: no endpoint."""
+    dashboard_password: SecretStr | None = None
+    """Basic-auth password of ``scalr-queue dashboard``; required to serve it on a non-loopback address."""
 
     @field_validator("log_format", "log_level", "mode", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ ScalrQueueError
 ├── ResultTimeoutError (TimeoutError)     Job.result(timeout=...) waited that long and the job had not finished
 ├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
 ├── CommandInputError (ValueError)        a command-line argument that cannot be used as given
+├── MissingExtraError (ImportError)       an optional extra is not installed; the message names the pip command
 └── NonRetryableError                     raise it in a task to fail the job at once
     ├── ArgumentsRejectedError
     └── ResultNotSerializableError
@@ -117,6 +118,10 @@ class JobTimeoutError(ScalrQueueError, TimeoutError):
 
 class CommandInputError(ScalrQueueError, ValueError):
     """An argument on the command line that cannot be used as given."""
+
+
+class MissingExtraError(ScalrQueueError, ImportError):
+    """A feature needs an optional extra that is not installed: ``pip install 'scalr_queue[<extra>]'``."""
 
 
 class NonRetryableError(ScalrQueueError):

@@ -8,6 +8,7 @@ record that is not what we wrote (edited, truncated) reads as a ``corrupt_record
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -166,7 +167,7 @@ class FailedStore:
     async def record(self, failed: FailedJob) -> None:
         """Store ``failed`` and trim the store (plain arq workers; ours write records while finishing)."""
         await scripts(self.redis).record_failure(
-            keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id)],
+            keys=[keys.FAILED_KEY, keys.failed_key(failed.job_id), keys.failed_queue_key(failed.queue)],
             args=[
                 failed.to_json(),
                 self.max_age_ms,
@@ -174,32 +175,44 @@ class FailedStore:
                 failed.job_id,
                 self.max_count,
                 keys.FAILED_RECORD_PREFIX,
+                keys.FAILED_QUEUE_PREFIX,
             ],
         )
 
-    async def list(self, *, limit: int = 50, queue: str | None = None) -> list[FailedJob]:
-        """The newest failures first; with ``queue``, only that queue's."""
-        wanted = keys.queue_name(queue) if queue else None
-        found: list[FailedJob] = []
+    async def list(self, *, limit: int = 50, queue: str | None = None) -> builtins.list[FailedJob]:
+        """The newest failures first; with ``queue``, only that queue's (read through its index). A record that
+        is not what scalr_queue wrote comes back marked corrupt."""
+        found: builtins.list[FailedJob] = []
         start = 0
         page = max(limit, 100)
         while len(found) < limit:
-            ids = await self.redis.zrevrange(keys.FAILED_KEY, start, start + page - 1)
+            ids = await self.ids(start, page, queue=queue)
             if not ids:
                 break
-            names = [i.decode(errors="backslashreplace") for i in ids]
-            records = await self.redis.mget([keys.failed_key(name) for name in names])
-            for name, raw in zip(names, records, strict=True):
-                if raw is None:
-                    continue
-                job = FailedJob.from_json(raw, name)
-                if wanted is None or job.queue == wanted:
-                    found.append(job)
+            for name, raw in zip(ids, await self.redis.mget([keys.failed_key(i) for i in ids]), strict=True):
+                if raw is not None:
+                    found.append(FailedJob.from_json(raw, name))
             start += page
         return found[:limit]
 
-    async def count(self) -> int:
-        return int(await self.redis.zcard(keys.FAILED_KEY))
+    async def ids(self, start: int, count: int, *, queue: str | None = None) -> builtins.list[str]:
+        """A page of failed job ids, newest first: all of them, or ``queue``'s (within the retention age)."""
+        if queue is None:
+            raw = await self.redis.zrevrange(keys.FAILED_KEY, start, start + count - 1)
+        else:
+            raw = await self.redis.zrevrangebyscore(
+                keys.failed_queue_key(queue), "+inf", self._cutoff_ms(), start=start, num=count
+            )
+        return [i.decode(errors="backslashreplace") if isinstance(i, bytes) else str(i) for i in raw]
+
+    async def count(self, queue: str | None = None) -> int:
+        """How many failure records there are (of ``queue``: one ZCOUNT on its index)."""
+        if queue is None:
+            return int(await self.redis.zcard(keys.FAILED_KEY))
+        return int(await self.redis.zcount(keys.failed_queue_key(queue), self._cutoff_ms(), "+inf"))
+
+    def _cutoff_ms(self) -> int:
+        return int(time.time() * 1000) - self.max_age_ms
 
     async def get(self, job_id: str) -> FailedJob | None:
         try:
@@ -231,6 +244,7 @@ class FailedStore:
                 keys.in_progress_key(job_id),
                 keys.queue_key(failed.queue),
                 keys.notify_key(failed.queue),
+                keys.failed_queue_key(failed.queue),
             ],
             args=[RETRY_EXPIRY_MS, payload, now_ms, job_id],
         )
@@ -240,12 +254,42 @@ class FailedStore:
             )
         return bool(done)
 
+    async def retry_all(self, *, queue: str | None = None, task: str | None = None) -> builtins.list[str]:
+        """Retry every failure (of ``queue``, of ``task``); records that are corrupt or whose job is queued or
+        running again are left as they are. Returns the ids queued again."""
+        matching: builtins.list[str] = []
+        start, chunk = 0, 500
+        while ids := await self.ids(start, chunk, queue=queue):
+            raws = await self.redis.mget([keys.failed_key(i) for i in ids])
+            matching += [
+                job_id
+                for job_id, raw in zip(ids, raws, strict=True)
+                if raw is not None and (task is None or FailedJob.from_json(raw, job_id).task == task)
+            ]
+            start += chunk
+        done = []
+        for job_id in matching:
+            try:
+                if await self.retry(job_id):
+                    done.append(job_id)
+            except (JobAlreadyQueuedError, UndecodableJobError):
+                continue  # runs again already, or nothing to run: left for the operator to forget
+        return done
+
     async def forget(self, job_id: str) -> bool:
+        failed = await self.get(job_id)
+        queues = [failed.queue] if failed is not None and not failed.corrupt else await self._known_queues()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.failed_key(job_id))
             pipe.zrem(keys.FAILED_KEY, job_id)
-            deleted, removed = await pipe.execute()
+            for queue in queues:
+                pipe.zrem(keys.failed_queue_key(queue), job_id)
+            deleted, removed, *_ = await pipe.execute()
         return bool(deleted or removed)
+
+    async def _known_queues(self) -> builtins.list[str]:
+        members: set[bytes] = await self.redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
+        return [m.decode(errors="backslashreplace") for m in members]
 
     async def flush(self, *, queue: str | None = None) -> int:
         """Forget every failure (of ``queue``, if given); returns how many."""

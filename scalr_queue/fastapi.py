@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError("scalr_queue.fastapi needs FastAPI: pip install 'scalr_queue[fastapi]'") from exc
 
@@ -130,11 +130,29 @@ def health_router(
     return router
 
 
+def metrics_router(*, path: str = "/metrics", registry: Any = None) -> APIRouter:
+    """A route serving Prometheus metrics: this process's ``scalr_queue_enqueued_total{queue,task}`` and whatever
+    else prometheus-client's default registry (or ``registry``) holds. Needs ``pip install 'scalr_queue[metrics]'``
+    (MissingExtraError at once otherwise)."""
+    from . import metrics
+
+    metrics.require()
+    router = APIRouter()
+
+    @router.get(path, tags=["metrics"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition(registry)
+        return Response(body, media_type=content_type)
+
+    return router
+
+
 __all__ = [
     "ClientDep",
     "get_client",
     "health_router",
     "install_error_handler",
     "lifespan",
+    "metrics_router",
     "redis_unavailable_handler",
 ]

@@ -34,6 +34,9 @@ NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle wor
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
 CRON_PREFIX = "arq:cron:"
+FAILED_QUEUE_PREFIX = "arq:failed-queue:"
+TIMELINE_PREFIX = "arq:timeline:"
+COMPLETED_PREFIX = "arq:completed:"
 
 
 def queue_key(name: str) -> str:
@@ -94,6 +97,21 @@ def failed_key(job_id: str) -> str:
 def cron_tick_key(name: str, tick_ms: int) -> str:
     """Set once by the worker that queues this run of a cron job: one run per tick, however many workers."""
     return f"{CRON_PREFIX}{name}:{tick_ms}"
+
+
+def failed_queue_key(queue: str) -> str:
+    """Sorted set of one queue's failure records (job id -> failure time, ms): count and page without a scan."""
+    return FAILED_QUEUE_PREFIX + queue_name(queue)
+
+
+def timeline_key(queue: str, minute: int | str) -> str:
+    """Hash of outcome -> count for one queue and one minute (unix time // 60), kept two hours."""
+    return f"{TIMELINE_PREFIX}{queue_name(queue)}:{minute}"
+
+
+def completed_key(queue: str) -> str:
+    """Sorted set of the queue's most recently completed job ids (-> finish time, ms), capped."""
+    return COMPLETED_PREFIX + queue_name(queue)
 
 
 def arq_health_check_key(queue: str) -> str:

@@ -130,10 +130,9 @@ async def queue_stats(redis: Redis, name: str, failed_by_queue: dict[str, int]) 
 
 
 async def failed_by_queue(store: FailedStore) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job in await store.list(limit=store.max_count):
-        counts[job.queue] = counts.get(job.queue, 0) + 1
-    return counts
+    """Failure records per known queue: one count on each queue's index, no record read."""
+    names = await known_queues(store.redis)
+    return {name: await store.count(name) for name in names}
 
 
 def _job_record(raw: bytes | None) -> JobRecord | str:

@@ -178,6 +178,9 @@ def test_redis_key_table_matches_keys_module() -> None:
         "ABORT_KEY": keys.ABORT_KEY,
         "TASKS_KEY": keys.TASKS_KEY,
         "cron_tick_key": keys.CRON_PREFIX + "<name>:<tick>",
+        "failed_queue_key": keys.failed_queue_key("<name>"),
+        "timeline_key": keys.timeline_key("<name>", "<minute>"),
+        "completed_key": keys.completed_key("<name>"),
     }
     assert documented == set(built.values())
     public = {

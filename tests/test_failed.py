@@ -12,8 +12,10 @@ import pytest
 
 from scalr_queue import JobFailedError, JobStatus, enqueue
 from scalr_queue.client import default_client
+from scalr_queue.config import load_settings
+from scalr_queue.connection import create_redis
 from scalr_queue.failed import FailedJob, FailedStore
-from scalr_queue.testing import free_port
+from scalr_queue.testing import RedisServer, free_port
 from scalr_queue.worker import serve
 from tests.conftest import WorkerProcess, run_command
 
@@ -53,20 +55,23 @@ async def test_record_is_readable_json_under_documented_keys(redis) -> None:  # 
 
 async def test_retention_is_bounded_by_count_and_age() -> None:
     """The oldest records go first once the count bound is passed; records older than the age bound go too."""
-    small = FailedStore(default_client().redis, max_age_s=3600, max_count=3)
-    await small.flush()
-    for i in range(5):
-        await small.record(record(f"count-{i}"))
-        time.sleep(0.002)
-    assert [j.job_id for j in await small.list()] == ["count-4", "count-3", "count-2"]
-    assert await small.get("count-0") is None
-    brief = FailedStore(default_client().redis, max_age_s=0.05, max_count=100)
-    await brief.record(record("old"))
-    time.sleep(0.1)
-    await brief.record(record("new"))
-    assert await brief.get("new") is not None
-    assert await brief.get("old") is None
-    await small.flush()
+    with RedisServer() as server:  # a store of its own: the bounds are global, other tests write records too
+        redis = create_redis(load_settings(redis_url=server.url))
+        try:
+            small = FailedStore(redis, max_age_s=3600, max_count=3)
+            for i in range(5):
+                await small.record(record(f"count-{i}"))
+                time.sleep(0.002)
+            assert [j.job_id for j in await small.list()] == ["count-4", "count-3", "count-2"]
+            assert await small.get("count-0") is None
+            brief = FailedStore(redis, max_age_s=0.05, max_count=100)
+            await brief.record(record("old"))
+            time.sleep(0.1)
+            await brief.record(record("new"))
+            assert await brief.get("new") is not None
+            assert await brief.get("old") is None
+        finally:
+            await redis.aclose(close_connection_pool=True)
 
 
 async def test_failed_job_is_recorded_and_retried_with_fresh_tries(redis) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from ._queues import (
     resume_command,
     stats_command,
 )
+from ._visibility import dashboard_command, metrics_command
 from ._worker import check_command, worker_command
 
 
@@ -47,6 +48,8 @@ for command in (
     resume_command,
     purge_command,
     clean_command,
+    dashboard_command,
+    metrics_command,
 ):
     cli.add_command(command)
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..exceptions import JobAlreadyQueuedError, JobNotFoundError, UndecodableJobError
+from ..exceptions import JobNotFoundError
 from ._common import (
     Session,
     json_option,
@@ -87,9 +87,10 @@ def failed_show(*, job_id: str, as_json: bool) -> None:
 @click.argument("job_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed job (of --queue, if given).")
 @click.option("--queue", "-q", help="With --all: only this queue's failures.")
+@click.option("--task", "-t", help="With --all: only this task's failures.")
 @redis_url_option
 @user_errors
-def failed_retry(*, job_id: str | None, retry_all: bool, queue: str | None) -> None:
+def failed_retry(*, job_id: str | None, retry_all: bool, queue: str | None, task: str | None) -> None:
     """Queue a failed job again: same id, task, arguments and queue, fresh tries. Prints the job id."""
     if bool(job_id) == retry_all:
         raise click.UsageError("give a JOB_ID or --all")
@@ -99,14 +100,7 @@ def failed_retry(*, job_id: str | None, retry_all: bool, queue: str | None) -> N
             if not await s.store.retry(job_id):
                 raise _missing(job_id)
             return [job_id]
-        done = []
-        for job in await s.store.list(limit=s.store.max_count, queue=queue):
-            try:
-                if await s.store.retry(job.job_id):
-                    done.append(job.job_id)
-            except (JobAlreadyQueuedError, UndecodableJobError) as exc:
-                click.echo(f"skipped: {exc}", err=True)
-        return done
+        return await s.store.retry_all(queue=queue, task=task)
 
     for retried in on_redis(retry):
         click.echo(retried)

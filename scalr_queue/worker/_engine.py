@@ -25,7 +25,7 @@ from arq.cron import CronJob
 from arq.jobs import JobResult
 from arq.worker import FailedJobs
 
-from .. import keys, wire
+from .. import keys, metrics, wire
 from ..config import Settings, get_settings, redact_url
 from ..connection import TRANSIENT_ERRORS, create_redis
 from ..exceptions import WorkerSettingsError
@@ -187,6 +187,7 @@ class Worker:
         self._side_writes: set[asyncio.Task[bool]] = set()
         self._grace_s = 0.0
         self.runner: Runner | None = None
+        self._metrics = settings.metrics_port is not None
         self.cron = CronScheduler(self.cron_jobs, self.timezone, self.queue_name)
 
     def _plan(self, t: Task[..., Any], *, is_cron: bool) -> TaskPlan:
@@ -448,6 +449,8 @@ class Worker:
             self.job_tasks.pop(attempt.job_id, None)
             self.state.running.pop(attempt.job_id, None)
             self._count(outcome, attempt)
+            if self._metrics:
+                self._observe(attempt, outcome)
             write = write_for(attempt, outcome, self._write_ctx)
             if isinstance(outcome, RetryIn | Released) and outcome.seconds <= self.idle_wait_s:
                 due = time.time() + outcome.seconds
@@ -482,6 +485,18 @@ class Worker:
                 self.job_counter -= 1
                 if self._wake is not None:
                     self._wake.set()  # a slot is free
+
+    def _observe(self, attempt: Attempt, outcome: Outcome) -> None:
+        """Prometheus: the try's outcome, run time and wait; a task this worker does not run is "<unknown>" (the
+        name came from Redis: as a label it would make the series unbounded)."""
+        ran = attempt.started_ms > 0
+        metrics.job_finished(
+            keys.queue_name(self.queue_name),
+            attempt.task_name if attempt.plan is not None else "<unknown>",
+            _METRIC_OUTCOMES.get(type(outcome), "other"),
+            (attempt.finished_ms - attempt.started_ms) / 1000 if ran else None,
+            (attempt.started_ms - attempt.score) / 1000 if ran else None,
+        )
 
     def _count(self, outcome: Outcome, attempt: Attempt) -> None:
         if isinstance(outcome, Succeeded):
@@ -653,6 +668,15 @@ class Worker:
         )
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self._pool.aclose(close_connection_pool=True)
+
+
+_METRIC_OUTCOMES: dict[type, str] = {
+    Succeeded: "succeeded",
+    Failed: "failed",
+    RetryIn: "retried",
+    Released: "released",
+    Aborted: "aborted",
+}
 
 
 async def _shielded(awaitable: Awaitable[bool]) -> bool:

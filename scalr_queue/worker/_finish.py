@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from .. import keys
+from .. import keys, timeline
 from .._lua import scripts
 from ..connection import TRANSIENT_ERRORS, describe_error
 from ..failed import failure_record
@@ -147,6 +147,9 @@ class Finisher:
             keys.ABORT_KEY,
             keys.FAILED_KEY,
             keys.notify_key(ctx.queue_key),
+            keys.failed_queue_key(ctx.queue_key),
+            "",  # this minute's timeline bucket, set per call
+            keys.completed_key(ctx.queue_key),
         ]
         self._head: list[bytes | int | str] = [
             0,
@@ -159,6 +162,9 @@ class Finisher:
             keys.RETRY_PREFIX,
             keys.RESULT_PREFIX,
             keys.FAILED_RECORD_PREFIX,
+            keys.FAILED_QUEUE_PREFIX,
+            timeline.KEEP_S,
+            timeline.COMPLETED_CAP,
         ]
         self._give_up_at = give_up_at  # the stop deadline (monotonic), once the worker is stopping
         self._waiting: list[tuple[Write, asyncio.Future[bool]]] = []
@@ -194,7 +200,9 @@ class Finisher:
         started = time.monotonic()
         delay = _BACKOFF_START_S
         while True:
-            args[0] = now_ms()
+            now = now_ms()
+            args[0] = now
+            self._keys[5] = keys.timeline_key(self.ctx.queue_key, timeline.minute_of(now / 1000))
             try:
                 lost: list[bytes] = await scripts(self.redis).finish(keys=self._keys, args=args)
             except TRANSIENT_ERRORS as exc:

@@ -8,6 +8,7 @@ import shlex
 import sys
 from types import ModuleType
 
+from .. import metrics
 from ..config import Settings, get_settings
 from ..connection import create_redis, redis_call
 from ..logs import configure_logging
@@ -35,6 +36,8 @@ async def serve(
     except BaseException:
         await redis.aclose(close_connection_pool=True)
         raise
+    if worker_settings.metrics_port is not None:
+        metrics.start_worker_server(worker_settings.metrics_port)
     worker = Worker(
         **options,
         redis_pool=redis,

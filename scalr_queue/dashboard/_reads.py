@@ -1,0 +1,239 @@
+"""The overview, the workers and one job, read from Redis with a fixed number of round trips per page."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from .. import keys, timeline
+from ..failed import FailedJob, FailedStore
+from ..stats import queue_counts
+from . import _records as records
+
+
+@dataclass
+class QueueRow:
+    """One line of the overview."""
+
+    name: str
+    ready: int
+    deferred: int
+    in_progress: int
+    failed: int
+    paused: bool
+    workers: int
+    oldest_wait_s: float | None
+
+
+@dataclass
+class Overview:
+    queues: list[QueueRow]
+    chart: list[timeline.Minute]
+
+
+async def known_queues(redis: ArqRedis) -> list[str]:
+    """Queues something was enqueued to or a worker serves; names that are not text are shown escaped."""
+    members: set[bytes] = await redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
+    return sorted(records.text(m) or "" for m in members)
+
+
+async def overview(redis: ArqRedis, store: FailedStore) -> Overview:
+    """Every queue's counts, and the last hour of outcomes summed over them."""
+    names = await known_queues(redis)
+    rows = [await queue_row(redis, store, name) for name in names]
+    return Overview(queues=rows, chart=await timeline.last_hour(redis, names))
+
+
+async def queue_row(redis: ArqRedis, store: FailedStore, name: str) -> QueueRow:
+    """One queue's counts: one script, one pipeline and one count of its failed-store index."""
+    counts = await queue_counts(redis, name)
+    now_ms = time.time() * 1000
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.paused_key(name))
+        pipe.zcount(keys.workers_key(name), int(now_ms), "+inf")
+        paused, live = await pipe.execute()
+    oldest = counts.oldest_due_ms
+    return QueueRow(
+        name=name,
+        ready=counts.queued,
+        deferred=counts.deferred,
+        in_progress=counts.in_progress,
+        failed=await store.count(name),
+        paused=bool(paused),
+        workers=int(live),
+        oldest_wait_s=None if oldest is None else max((now_ms - oldest) / 1000, 0.0),
+    )
+
+
+@dataclass
+class WorkerRow:
+    worker_id: str
+    record: dict[str, Any] | None  # None: the heartbeat record is corrupt or gone
+    deadline_ms: float
+
+
+async def workers(redis: ArqRedis, queues: list[str]) -> list[WorkerRow]:
+    """The live workers of these queues (heartbeat not run out), with their heartbeat records."""
+    now_ms = int(time.time() * 1000)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in queues:
+            pipe.zrangebyscore(keys.workers_key(name), now_ms, "+inf", withscores=True)
+        per_queue = await pipe.execute()
+    members = [(records.text(m) or "", float(score)) for found in per_queue for m, score in found]
+    if not members:
+        return []
+    raws = await redis.mget([keys.worker_key(worker_id) for worker_id, _ in members])
+    return [
+        WorkerRow(worker_id=worker_id, record=records.worker_record(raw), deadline_ms=deadline)
+        for (worker_id, deadline), raw in zip(members, raws, strict=True)
+    ]
+
+
+@dataclass
+class Event:
+    """One line of a job's timeline."""
+
+    at_ms: float | None
+    what: str
+
+
+@dataclass
+class JobView:
+    """Everything Redis holds on one job, made safe to show."""
+
+    job_id: str
+    state: str
+    queue: str | None = None
+    task: str | None = None
+    kwargs: Any = None
+    tries: int | None = None
+    max_tries: int | None = None
+    result: Any = None
+    has_result: bool = False
+    error: dict[str, Any] | None = None
+    failure: FailedJob | None = None
+    worker: str | None = None
+    run_at_ms: float | None = None
+    lease_ms: int | None = None
+    timeline: list[Event] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)  # what did not decode, with a preview
+
+
+async def job(redis: ArqRedis, job_id: str) -> JobView | None:
+    """One job wherever it is (queued, deferred, running, complete, failed); None if Redis holds nothing."""
+    names = await known_queues(redis)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.job_key(job_id))
+        pipe.get(keys.result_key(job_id))
+        pipe.pttl(keys.in_progress_key(job_id))
+        pipe.get(keys.retry_key(job_id))
+        pipe.get(keys.failed_key(job_id))
+        for name in names:
+            pipe.zscore(keys.queue_key(name), job_id)
+        job_raw, result_raw, lease, tries_raw, failed_raw, *scores = await pipe.execute()
+    queued_in = [(name, float(score)) for name, score in zip(names, scores, strict=True) if score is not None]
+    if job_raw is None and result_raw is None and failed_raw is None and not queued_in:
+        return None
+    view = JobView(job_id=job_id, state="expired")
+    payload, result = records.loads(job_raw), records.loads(result_raw)
+    if job_raw is not None and payload is None:
+        view.corrupt.append(f"job payload: {records.preview(job_raw)}")
+    if result_raw is not None and result is None:
+        view.corrupt.append(f"result: {records.preview(result_raw)}")
+    failure = records.failed_job(failed_raw)
+    if failed_raw is not None and failure is None:
+        view.corrupt.append(f"failure record: {records.preview(failed_raw)}")
+    view.failure = failure
+    source = payload or result or {}
+    task = source.get("f")
+    view.task = task if isinstance(task, str) else failure.task if failure else None
+    view.kwargs = source.get("k", failure.kwargs if failure else None)
+    tries = records.integer(records.text(tries_raw)) if tries_raw is not None else None
+    view.tries = (
+        tries
+        if tries is not None
+        else records.integer(source.get("t")) or (failure.tries if failure else None)
+    )
+    view.max_tries = failure.max_tries if failure else None
+    view.queue = queued_in[0][0] if queued_in else None
+    if view.queue is None and result is not None and isinstance(result.get("q"), str):
+        view.queue = keys.queue_name(result["q"])
+    if view.queue is None and failure is not None:
+        view.queue = failure.queue
+    running = isinstance(lease, int) and (lease > 0 or lease == -1)
+    view.lease_ms = lease if running and lease > 0 else None
+    if queued_in:
+        view.run_at_ms = queued_in[0][1]
+    view.state = _state(result, failure, running, view.run_at_ms, bool(job_raw or result_raw))
+    if result is not None:
+        view.has_result = bool(result.get("s"))
+        if result.get("s"):
+            view.result = result.get("r")
+        else:
+            stored = result.get("r")
+            view.error = stored if isinstance(stored, dict) else {"type": "Error", "message": str(stored)}
+    if running:
+        view.worker = await _runner(redis, view.queue, job_id)
+    elif failure is not None:
+        view.worker = failure.worker_id
+    view.timeline = _events(view, source, result, failure)
+    return view
+
+
+def _state(
+    result: dict[str, Any] | None,
+    failure: FailedJob | None,
+    running: bool,
+    run_at_ms: float | None,
+    data: bool,
+) -> str:
+    if running:
+        return "in-progress"
+    if run_at_ms is not None:
+        return "deferred" if run_at_ms > time.time() * 1000 else "queued"
+    if result is not None:
+        return "complete" if result.get("s") else "failed"
+    if failure is not None:
+        return "failed"
+    return "expired" if not data else "unknown"
+
+
+async def _runner(redis: ArqRedis, queue: str | None, job_id: str) -> str | None:
+    """The live worker whose last heartbeat lists the job as running."""
+    if queue is None:
+        return None
+    for row in await workers(redis, [queue]):
+        if row.record and any(j["job_id"] == job_id for j in row.record["running"]):
+            return row.worker_id
+    return None
+
+
+def _events(
+    view: JobView, source: dict[str, Any], result: dict[str, Any] | None, failure: FailedJob | None
+) -> list[Event]:
+    events = []
+    enqueued = records.integer(source.get("et"))
+    if enqueued is not None:
+        events.append(Event(enqueued, "enqueued"))
+    elif failure is not None and failure.enqueued_at:
+        events.append(Event(records.iso_to_ms(failure.enqueued_at), "enqueued"))
+    if view.run_at_ms is not None:
+        events.append(Event(view.run_at_ms, "due" if view.state != "in-progress" else "due (claimed)"))
+    if result is not None:
+        started, finished = records.integer(result.get("st")), records.integer(result.get("ft"))
+        tries = records.integer(result.get("t"))
+        label = f"try {tries} started" if tries else "last try started"
+        if started is not None:
+            events.append(Event(started, label))
+        if finished is not None:
+            events.append(Event(finished, "succeeded" if result.get("s") else "failed"))
+    if view.state == "in-progress":
+        events.append(Event(None, f"running now{f' on {view.worker}' if view.worker else ''}"))
+    if failure is not None:
+        events.append(
+            Event(records.iso_to_ms(failure.failed_at), f"moved to the failed store ({failure.reason})")
+        )
+    return events
