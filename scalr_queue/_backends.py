@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from arq.connections import ArqRedis
 
 from . import keys
+from ._lua import scripts
 from ._store import store_job
 from .config import Settings
 from .connection import create_redis, redis_call
@@ -91,11 +92,11 @@ class RedisBackend:
         return created
 
     async def status(self, job_id: str, queue: str) -> JobStatus:
-        async with redis_call(self.settings), self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.result_key(job_id))
-            pipe.exists(keys.in_progress_key(job_id))
-            pipe.zscore(keys.queue_key(queue), job_id)
-            result, in_progress, score = await pipe.execute()
+        async with redis_call(self.settings):
+            result, in_progress, score = await scripts(self.redis).status(
+                keys=[keys.result_key(job_id), keys.in_progress_key(job_id), keys.queue_key(queue)],
+                args=[job_id],
+            )
         if result is not None:
             try:
                 return JobStatus.complete if ResultRecord.decode(result, job_id).success else JobStatus.failed
@@ -104,15 +105,18 @@ class RedisBackend:
         if in_progress:
             return JobStatus.in_progress
         if score is not None:
-            return JobStatus.deferred if score > time.time() * 1000 else JobStatus.queued
+            return JobStatus.deferred if float(score) > time.time() * 1000 else JobStatus.queued
         return JobStatus.not_found
 
     async def record(self, job_id: str) -> tuple[ResultRecord | None, JobRecord | None, bool]:
-        """The result if finished, the job record if still queued, and whether the job exists at all."""
-        async with redis_call(self.settings), self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.result_key(job_id))
+        """The result if finished, the job record if still queued, and whether the job exists at all.
+
+        Plain pipelining (a MULTI is refused by a full Redis), the job read before the result: a job that finishes
+        between the two reads shows its result, never "not found"."""
+        async with redis_call(self.settings), self.redis.pipeline(transaction=False) as pipe:
             pipe.get(keys.job_key(job_id))
-            result, job = await pipe.execute()
+            pipe.get(keys.result_key(job_id))
+            job, result = await pipe.execute()
         if result is not None:
             return ResultRecord.decode(result, job_id), None, True
         if job is not None:

@@ -107,6 +107,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return out
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+-- A write that grows nothing first, so a full Redis still hands out jobs: running them is what frees memory.
+if #due > 0 then redis.call('PEXPIRE', KEYS[3], 3600000) end
 local want = tonumber(ARGV[2])
 for i = 1, #due, 2 do
   take(due[i], due[i + 1])
@@ -146,7 +148,9 @@ return out
 # ARGV: now ms, worker id, failed max age ms, failed max count, notify cap, in-progress prefix, job prefix,
 #       retry prefix, result prefix, failed record prefix, failed index prefix, timeline ttl s, completed cap,
 #       then per job: op, id, data, ttl ms or try, failure record, its id (the job id as text: ids that are not
-#       UTF-8 are backslash-escaped)
+#       UTF-8 are backslash-escaped), the try counter's value when this worker claimed it
+# A job is this worker's while its lease holds this worker's id, or (the lease ran out, as in an outage) while the
+# try counter still shows this worker's claim: once another worker claimed it, the counter moved on.
 FINISH = (
     _FAILED_STORE
     + """
@@ -165,11 +169,12 @@ local function wake_if_first(id, score)
     redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
   end
 end
-for i = 14, #ARGV, 6 do
+for i = 14, #ARGV, 7 do
   local op, id, data, ttl, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local lease = ARGV[6] .. id
   local holder = redis.call('GET', lease)
-  if holder and holder ~= ARGV[2] then
+  local mine = holder == ARGV[2] or (not holder and redis.call('GET', ARGV[8] .. id) == ARGV[i + 6])
+  if not mine then
     lost[#lost + 1] = id
   elseif op == 'T' then
     redis.call('PEXPIRE', lease, data)
@@ -218,21 +223,25 @@ return lost
 """
 )
 
-# Renew the leases of the jobs a worker runs: extend its own, take back one that ran out (an outage longer than
-# the lease), and report one another worker holds now (never renewed). Returns {taken back, lost}.
-# ARGV: worker id, lease ms, in-progress prefix, then the job ids
+# Renew the leases of the jobs a worker runs: extend its own; take back one that ran out (an outage longer than
+# the lease) if nobody claimed the job since (its try counter is still this worker's claim, its record still
+# there); report one another worker holds or took since (never renewed). Returns {taken back, lost}.
+# ARGV: worker id, lease ms, in-progress prefix, retry prefix, job prefix, then per job: id, try counter claimed
 RENEW = """
 local retaken, lost = {}, {}
-for i = 4, #ARGV do
-  local lease = ARGV[3] .. ARGV[i]
+for i = 6, #ARGV, 2 do
+  local id = ARGV[i]
+  local lease = ARGV[3] .. id
   local holder = redis.call('GET', lease)
   if holder == ARGV[1] then
     redis.call('PEXPIRE', lease, ARGV[2])
-  elseif not holder then
+  elseif not holder and redis.call('GET', ARGV[4] .. id) == ARGV[i + 1]
+      and redis.call('EXISTS', ARGV[5] .. id) == 1 then
+    redis.call('DEL', lease)  -- a write that grows nothing, so the SET passes a full Redis
     redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
-    retaken[#retaken + 1] = ARGV[i]
+    retaken[#retaken + 1] = id
   else
-    lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = id
   end
 end
 return {retaken, lost}
@@ -248,6 +257,13 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 return 1
+"""
+
+# Where a job stands, read atomically: its result, whether it holds a lease, its score. Read-only, so it also
+# answers when Redis is full (a MULTI would be refused then).
+# KEYS: result, in-progress, queue
+STATUS = """
+return {redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('ZSCORE', KEYS[3], ARGV[1])}
 """
 
 # Count a queue: due jobs waiting, running ones (with a lease), deferred ones, and when the oldest waiting job
@@ -325,6 +341,7 @@ class Scripts:
     finish: AsyncScript
     renew: AsyncScript
     heartbeat: AsyncScript
+    status: AsyncScript
     count: AsyncScript
     purge: AsyncScript
     record_failure: AsyncScript
@@ -345,6 +362,7 @@ def scripts(redis: Redis) -> Scripts:
             finish=redis.register_script(FINISH),
             renew=redis.register_script(RENEW),
             heartbeat=redis.register_script(HEARTBEAT),
+            status=redis.register_script(STATUS),
             count=redis.register_script(COUNT),
             purge=redis.register_script(PURGE),
             record_failure=redis.register_script(RECORD_FAILURE),

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     """Most failure records kept; the oldest go first."""
     max_payload: int = Field(512 * 1024, ge=1024)
     """Largest job payload in bytes; bigger ones fail at enqueue (pass ids, not data)."""
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """The worker's event loop: ``auto`` takes uvloop when it is installed, else asyncio's own."""
     arq_job_lines: bool = False
     """Also log arq's own per-job lines (``→ job started``, ``← job succeeded`` ...) beside the job_* events."""
     metrics_port: int | None = Field(None, ge=1, le=65535)
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     dashboard_password: SecretStr | None = None
     """Basic-auth password of ``scalr-queue dashboard``; required to serve it on a non-loopback address."""
 
-    @field_validator("log_format", "log_level", "mode", mode="before")
+    @field_validator("log_format", "log_level", "mode", "event_loop", mode="before")
     @classmethod
     def _fold_case(cls, value: Any) -> Any:
         if not isinstance(value, str):

@@ -279,7 +279,7 @@ class FailedStore:
     async def forget(self, job_id: str) -> bool:
         failed = await self.get(job_id)
         queues = [failed.queue] if failed is not None and not failed.corrupt else await self._known_queues()
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # a full Redis refuses a MULTI; DEL passes
             pipe.delete(keys.failed_key(job_id))
             pipe.zrem(keys.FAILED_KEY, job_id)
             for queue in queues:

@@ -128,6 +128,7 @@ class Attempt:
     job_try: int
     payload: bytes | None
     claimed_ms: int
+    counter: int = 0  # arq's try counter as this worker's claim left it: proof the job is still this worker's
     record: JobRecord | None = None
     plan: TaskPlan | None = None
     outcome: Outcome | None = None

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from .. import keys
 from .._lua import scripts
@@ -59,16 +60,23 @@ class LeaseKeeper:
             stop.requested and not self.running()
         ):  # leases outlive the stop request: the grace is long
             await asyncio.sleep(self.lease_s / 3)
-            ids = [raw for raw in self.running() if raw not in self.lost]
-            if not ids:
+            held = [(raw, a.counter) for raw, a in self.running().items() if raw not in self.lost]
+            if not held:
                 continue
             try:
                 retaken, lost = await scripts(self.redis).renew(
-                    args=[self.worker_id, lease_ms, keys.IN_PROGRESS_PREFIX, *ids]
+                    args=[
+                        self.worker_id,
+                        lease_ms,
+                        keys.IN_PROGRESS_PREFIX,
+                        keys.RETRY_PREFIX,
+                        keys.JOB_PREFIX,
+                        *(part for pair in held for part in pair),
+                    ]
                 )
             except TRANSIENT_ERRORS as exc:
                 if not failing:
-                    log.warning("lease_renewal_failed", jobs=len(ids), error=describe_error(exc))
+                    log.warning("lease_renewal_failed", jobs=len(held), error=describe_error(exc))
                 failing = True
                 continue
             failing = False
@@ -161,8 +169,17 @@ class Outage:
         self.since: float | None = None
 
     def failed(self, exc: BaseException) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
+        if self.since is not None:
+            return
+        self.since = time.monotonic()
+        if isinstance(exc, OutOfMemoryError):
+            log.error(
+                "redis_full",
+                error=describe_error(exc),
+                action="finishing running jobs (that frees memory) and retrying",
+                fix="raise maxmemory, or find what fills Redis (big payloads, kept results, failed records)",
+            )
+        else:
             log.warning("redis_unavailable", error=describe_error(exc), action="waiting for it")
 
     def answered(self) -> None:

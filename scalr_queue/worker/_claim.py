@@ -29,7 +29,7 @@ class Claimed:
     job_id: str
     score: float
     payload: bytes | None  # None: the job's data expired
-    job_try: int
+    job_try: int  # arq's try counter after this claim
     aborted: bool
     corrupt: str | None  # why the job cannot be run at all, before decoding
 

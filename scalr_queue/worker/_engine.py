@@ -24,6 +24,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.jobs import JobResult
 from arq.worker import FailedJobs
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from .. import keys, metrics, wire
 from ..config import Settings, get_settings, redact_url
@@ -209,7 +210,7 @@ class Worker:
 
     def run(self) -> None:
         """Run until stopped (a signal, or an empty queue with ``burst``), then close; on uvloop if installed."""
-        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(self.settings.event_loop)) as runner:
             try:
                 runner.run(self.async_run())
             finally:
@@ -379,13 +380,7 @@ class Worker:
     async def _turn(self) -> bool:
         """One look at the queue: due cron runs, aborts, then claims for the free slots. True if nothing more is due."""
         try:
-            if self.cron_jobs:
-                when = self.cron.next_queue_time()
-                if when is None or when <= time.time():
-                    await self.run_cron(self.cron.local_now())
-            if self._attempts and time.monotonic() - self._last_abort_poll >= ABORT_POLL_S:
-                await self._poll_aborts()
-            await self._arq_health()
+            await self._side_duties()
             idle = await self._fill()
         except TRANSIENT_ERRORS as exc:
             self._outage.failed(exc)
@@ -395,6 +390,20 @@ class Worker:
         self._outage.answered()
         self._outage_backoff_s = 0.1
         return idle
+
+    async def _side_duties(self) -> None:
+        """Cron runs due, aborts, arq's health key: each may fail alone (a full Redis refuses the writes) without
+        stopping the worker from claiming and finishing jobs, which is what frees a full Redis."""
+        try:
+            if self.cron_jobs:
+                when = self.cron.next_queue_time()
+                if when is None or when <= time.time():
+                    await self.run_cron(self.cron.local_now())
+            if self._attempts and time.monotonic() - self._last_abort_poll >= ABORT_POLL_S:
+                await self._poll_aborts()
+            await self._arq_health()
+        except (OutOfMemoryError, ReadOnlyError) as exc:
+            self._outage.failed(exc)
 
     async def _fill(self) -> bool:
         """Claim due jobs into the free slots; True when the queue had fewer due than asked (or is paused)."""
@@ -422,13 +431,13 @@ class Worker:
                 mine is not None
             ):  # our own running job, claimed again after an outage: keep it, hand the try back
                 log.warning("lease_retaken", job_id=job.job_id, reason="claimed again after a Redis outage")
-                write = loop.create_task(
-                    self._finisher.write(taken_back(mine.job_try, job.raw_id, self._write_ctx))
-                )
+                write = loop.create_task(self._finisher.write(taken_back(mine, job.job_try, self._write_ctx)))
                 self._side_writes.add(write)
                 write.add_done_callback(self._side_writes.discard)
                 continue
-            attempt = Attempt(job.job_id, job.raw_id, job.score, job.job_try, job.payload, now_ms())
+            attempt = Attempt(
+                job.job_id, job.raw_id, job.score, job.job_try, job.payload, now_ms(), job.job_try
+            )
             self.runner.prepare(attempt, corrupt=job.corrupt, aborted=job.aborted)
             task = loop.create_task(self._process(attempt), name=f"scalr_queue job {job.job_id}")
             self.tasks[job.job_id] = task
@@ -707,13 +716,20 @@ async def _warn_if_evicting(redis: Any) -> None:
         )
 
 
-def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when it is installed: the event loop is a good part of a job's cost."""
+def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed (the event loop is a good part of a job's cost), unless asked for asyncio's
+    own (``SCALR_QUEUE_EVENT_LOOP``); None means asyncio's default."""
+    if choice == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise WorkerSettingsError(
+                "SCALR_QUEUE_EVENT_LOOP=uvloop needs uvloop: pip install uvloop"
+            ) from None
         return None
     return uvloop.new_event_loop
 
 
-__all__ = ["Worker", "fast_loop_factory"]
+__all__ = ["Worker", "loop_factory"]

@@ -44,9 +44,10 @@ class Write:
     number: int | str = ""  # result ttl (ms) for S/F, the try count to record for R/P/T
     record: str = ""
     record_id: str = ""
+    counter: int = 0  # the try counter as this worker's claim left it
 
     def args(self) -> list[bytes | int | str]:
-        return [self.op, self.raw_id, self.data, self.number, self.record, self.record_id]
+        return [self.op, self.raw_id, self.data, self.number, self.record, self.record_id, self.counter]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +60,16 @@ class WriteContext:
 def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
     """What ``outcome`` writes for ``attempt``: the single place outcomes become Redis writes."""
     if isinstance(outcome, RetryIn):
-        return Write("R", attempt.raw_id, now_ms() + int(outcome.seconds * 1000), attempt.job_try)
+        due = now_ms() + int(outcome.seconds * 1000)
+        return Write("R", attempt.raw_id, due, attempt.job_try, counter=attempt.counter)
     if isinstance(outcome, Released):
-        return Write("P", attempt.raw_id, now_ms() + int(outcome.seconds * 1000), attempt.job_try - 1)
+        due = now_ms() + int(outcome.seconds * 1000)
+        return Write("P", attempt.raw_id, due, attempt.job_try - 1, counter=attempt.counter)
     plan = attempt.plan
     keep_ms = plan.keep_result_ms if plan is not None else 0
     if isinstance(outcome, Succeeded):
         data = _result(attempt, ctx, True, outcome.result) if keep_ms != 0 else b""
-        return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms)
+        return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms, counter=attempt.counter)
     failed = (
         outcome
         if isinstance(outcome, Failed)
@@ -95,12 +98,14 @@ def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
         "" if keep_ms is None else keep_ms,
         record.to_json(),
         attempt.job_id,
+        attempt.counter,
     )
 
 
-def taken_back(attempt_try: int, raw_id: bytes, ctx: WriteContext) -> Write:
-    """A job its own worker runs already, claimed again after an outage: keep the lease, hand the try back."""
-    return Write("T", raw_id, ctx.lease_ms, attempt_try)
+def taken_back(running: Attempt, claimed_counter: int, ctx: WriteContext) -> Write:
+    """A job its own worker runs already, claimed again after an outage: keep the lease, hand the try back (the
+    counter goes back to the running try's claim, which is what proves the job is this worker's)."""
+    return Write("T", running.raw_id, ctx.lease_ms, running.counter, counter=claimed_counter)
 
 
 def _result(attempt: Attempt, ctx: WriteContext, success: bool, result: object) -> bytes:

@@ -12,7 +12,7 @@ from .. import metrics
 from ..config import Settings, get_settings
 from ..connection import create_redis, redis_call
 from ..logs import configure_logging
-from ._engine import Worker, fast_loop_factory
+from ._engine import Worker, loop_factory
 from ._settings import worker_options
 
 
@@ -58,7 +58,7 @@ def run(module: ModuleType | str, *, queue: str | None = None, burst: bool = Fal
 
     On uvloop when it is installed (``pip install uvloop``): the event loop is a good part of a job's cost.
     """
-    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(get_settings().event_loop)) as runner:
         runner.run(serve(module, queue=queue, burst=burst, exit_watchdog=True))
 
 
