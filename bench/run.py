@@ -9,6 +9,8 @@ Scenarios, each repeated (--repeat, default 3) and reported as medians:
   process c=100  the same at 100 at once
   latency        from the producer's enqueue call to the task's start, jobs sent one by one at a steady rate to
                  an idle running worker (the task gets the producer's clock as an argument)
+  due time       (scalr_queue and arq, once) how late after its due time a deferred job, a retry (arq's Retry with
+                 a defer) and a cron run start on an idle worker: p50/p99 over --due-n samples each
 From the c=10 run: Redis commands and socket reads (≈ round trips) per job, the worker's CPU per job and peak
 RSS; from the latency run: Redis commands per second while the worker idles. Writes bench/results/latest.json.
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -171,6 +174,57 @@ async def latency(kind: type[System], url: str, n: int, rate: float) -> dict[str
     }
 
 
+async def due_time(kind: type[System], url: str, n: int) -> dict[str, float]:
+    """Lateness after the due time of deferred jobs, retries and cron runs, on one idle worker."""
+    key = f"due:{uuid.uuid4().hex[:8]}"
+    redis = Redis.from_url(url)
+    system = kind(url, queue_name(), 10)
+    await system.open()
+    ours = kind.name == "scalr_queue"
+    command = [sys.executable, "-m"] + (
+        ["scalr_queue.worker", "bench.due_tasks"] if ours else ["arq", "bench.due_tasks.ArqSettings"]
+    )
+    worker = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=system.env(BENCH_DUE_KEY=key),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    rng = random.Random(7)
+    try:
+        await asyncio.sleep(3)  # started and idle
+        for i in range(2 * n):
+            delay = rng.uniform(0.2, 0.6)
+            if i % 2 == 0:
+                await system.enqueue("deferred", due_at=time.time() + delay, _defer_by=delay)
+            else:
+                await system.enqueue("retried", delay=delay)
+            await asyncio.sleep(rng.uniform(0.02, 0.08))  # the worker idles between jobs
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counts = [await redis.llen(f"{key}:{k}") for k in ("deferred", "retry", "cron")]
+            if min(counts) >= n:
+                break
+            await asyncio.sleep(0.2)
+        found = {
+            k: sorted(float(v) for v in await redis.lrange(f"{key}:{k}", 0, n - 1))
+            for k in ("deferred", "retry", "cron")
+        }
+    finally:
+        stop_worker(worker)
+        await system.close()
+        await redis.aclose()
+    out: dict[str, float] = {}
+    for name, values in found.items():
+        if len(values) < 2:
+            raise RuntimeError(f"{kind.name}: only {len(values)} {name} samples")
+        q = statistics.quantiles(values, n=100)
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"], out[f"{name}_n"] = q[49], q[98], len(values)
+    return out
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
@@ -187,7 +241,11 @@ def main() -> None:
     parser.add_argument(
         "--latency-rate", type=float, default=200.0, help="jobs per second in the latency scenario"
     )
+    parser.add_argument(
+        "--due-n", type=int, default=200, help="samples of each kind in the due-time scenario"
+    )
     parser.add_argument("--no-peers", action="store_true", help="only plain arq and scalr_queue")
+    parser.add_argument("--only", choices=["throughput", "due_time"], help="run only these scenarios")
     args = parser.parse_args()
     kinds = available()[:2] if args.no_peers else available()
     runs: dict[str, dict[str, list[dict[str, float]]]] = {k.name: {} for k in kinds}
@@ -199,7 +257,7 @@ def main() -> None:
         print(
             f"redis-server {version}, python {sys.version.split()[0]}, scalr_queue {scalr_queue.__version__}, {os.cpu_count()} CPUs; {names}"
         )
-        for repetition in range(args.repeat):
+        for repetition in range(args.repeat if args.only != "due_time" else 0):
             for kind in kinds:
                 found = runs[kind.name]
                 found.setdefault("enqueue", []).append(
@@ -219,8 +277,16 @@ def main() -> None:
                 )
                 server_flush(server)
             print(f"run {repetition + 1}/{args.repeat} done", flush=True)
-    medians = {name: {scenario: median(r) for scenario, r in by.items()} for name, by in runs.items()}
-    report(medians, args)
+        if args.only != "throughput":
+            for kind in kinds[:2]:  # arq and scalr_queue: the peers' schedulers are not compared here
+                runs[kind.name]["due_time"] = [asyncio.run(due_time(kind, server.url, args.due_n))]
+                server_flush(server)
+            print("due-time scenario done", flush=True)
+    medians = {name: {scenario: median(r) for scenario, r in by.items()} for name, by in runs.items() if by}
+    if args.only != "due_time":
+        report(medians, args)
+    if args.only != "throughput":
+        report_due_time(medians)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(
@@ -271,6 +337,26 @@ def report(m: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) 
             + f"{ours / arq:>8.2f}x"
             + vs_best
         )
+
+
+DUE_ROWS = [
+    ("deferred job, p50 / p99 lateness (ms)", "deferred"),
+    ("retry (arq's Retry with a defer), p50 / p99 (ms)", "retry"),
+    ("cron run, p50 / p99 (ms)", "cron"),
+]
+
+
+def report_due_time(m: dict[str, dict[str, dict[str, float]]]) -> None:
+    """How late after its due time each kind of job starts on an idle worker (target: p50 <= 50, p99 <= 100)."""
+    names = [n for n in m if "due_time" in m[n]]
+    width = 54
+    print(f"\n{'due-time accuracy, idle worker':<{width}}" + "".join(f"{n:>26}" for n in names))
+    for label, kind in DUE_ROWS:
+        cells = []
+        for name in names:
+            d = m[name]["due_time"]
+            cells.append(f"{d[kind + '_p50_ms']:.1f} / {d[kind + '_p99_ms']:.1f} (n={d[kind + '_n']:.0f})")
+        print(f"{label:<{width}}" + "".join(f"{c:>26}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ accepted (a rollout: the new worker may not be up yet), with a warning once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable
@@ -112,6 +113,7 @@ class PublishedRegistry:
         self.tasks: dict[str, PublishedTask] = {}
         self._read_at = 0.0
         self._warned: set[str] = set()
+        self._reading: asyncio.Future[None] | None = None  # one read at a time, however many enqueues wait
 
     @property
     def read(self) -> bool:
@@ -123,6 +125,12 @@ class PublishedRegistry:
         return age > REFRESH_S or (name not in self.tasks and age > MISS_REFRESH_S)
 
     async def refresh(self, redis: Redis) -> None:
+        """Read the registry again; concurrent callers share one read."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read(redis))
+        await asyncio.shield(self._reading)
+
+    async def _read(self, redis: Redis) -> None:
         raw: dict[bytes, bytes] = await redis.hgetall(keys.TASKS_KEY)  # type: ignore[misc]
         tasks = {}
         for field, value in raw.items():
