@@ -45,5 +45,8 @@ bench-dashboard: install  ## dashboard page times with 100,000 queued and 10,000
 screenshots: install  ## every dashboard page in headless Chromium, in build/screenshots/ (--docs: refresh docs/img)
 	$(BIN)/python scripts/screenshots.py $(ARGS)
 
+chaos: install  ## the fault suite at scale: SIGKILLs, Redis restart and stall, SIGTERM cycles, poison, full Redis
+	$(BIN)/python scripts/chaos.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

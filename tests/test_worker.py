@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pytest
 from arq.connections import ArqRedis
 
 import scalr_queue
-from scalr_queue import JobFailedError, JobStatus, WorkerSettingsError, enqueue, wire
+from scalr_queue import JobFailedError, JobStatus, TaskArgumentsError, WorkerSettingsError, enqueue, wire
 from scalr_queue.client import default_client
 from scalr_queue.failed import FailedStore
 from scalr_queue.worker import build_settings, serve, worker_options
@@ -351,3 +352,80 @@ async def test_watch_restarts_worker_with_fresh_code(
     second = await enqueue("version")
     assert second is not None
     assert await second.result(timeout=10) == 2
+
+
+async def test_workers_publish_their_tasks_and_the_producer_uses_them(
+    spawn: Callable[..., WorkerProcess], redis
+) -> None:  # type: ignore[no-untyped-def]
+    """Without SCALR_QUEUE_TASKS, enqueue by name still goes to the task's own queue and checks its arguments
+    against what the worker published; a name nobody published is accepted (a rollout), with one warning."""
+    import structlog
+
+    worker = spawn("tests.apps.basic")
+    worker.wait_started()
+    await wait_until_published(redis, "rebuild")
+    job = await enqueue("rebuild", report_id=7)
+    assert job is not None
+    assert job.queue == "bulk"  # @task(queue="bulk"), applied without importing the worker's module
+    assert await redis.zscore("arq:queue:bulk", job.job_id) is not None
+    with pytest.raises(TaskArgumentsError, match=r"unexpected 'z'.*as published by its workers"):
+        await enqueue("add", x=1, y=2, z=3)
+    with pytest.raises(TaskArgumentsError, match="missing 'y'"):
+        await enqueue("add", x=1)
+    with structlog.testing.capture_logs() as logs:
+        assert await enqueue("not_deployed_yet", x=1) is not None
+        assert await enqueue("not_deployed_yet", x=2) is not None
+    assert [e["event"] for e in logs].count("task_not_published") == 1
+
+
+async def wait_until_published(redis, name: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(100):
+        if await redis.hexists("arq:tasks", name):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} was never published")
+
+
+@pytest.mark.parametrize(
+    ("source", "ok"),
+    [
+        ("async def f(ctx, x: int): ...", True),
+        ("async def f(ctx): ...", True),
+        ("async def f(context: dict, x: int): ...", True),
+        ("async def f(_, x): ...", True),
+        ("async def f(x: int): ...", False),
+        ("async def f(invoice_id): ...", False),
+        ("async def f(*, ctx): ...", False),
+        ("async def f(): ...", False),
+    ],
+)
+def test_a_task_must_take_ctx_first(source: str, ok: bool) -> None:
+    """The start-up check refuses a task whose first parameter is not arq's ctx (named or typed as one)."""
+    from scalr_queue.tasks import as_task
+
+    namespace: dict[str, object] = {}
+    exec(source, namespace)
+    if ok:
+        as_task(namespace["f"])
+    else:
+        with pytest.raises(WorkerSettingsError, match="must take arq's ctx as its first argument"):
+            as_task(namespace["f"])
+
+
+async def test_dead_workers_leave_the_workers_set(
+    spawn: Callable[..., WorkerProcess], redis, queue: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A SIGKILLed worker's member of arq:workers:<queue> is swept by the live workers' next heartbeats."""
+    env = {"SCALR_QUEUE_HEALTH_INTERVAL": "0.5"}
+    live = spawn("tests.apps.basic", env=env)
+    doomed = spawn("tests.apps.basic", env=env)
+    live_id = live.wait_started()["worker_id"]
+    doomed_id = doomed.wait_started()["worker_id"]
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    for _ in range(100):
+        members = {m.decode() for m in await redis.zrange(f"arq:workers:{queue}", 0, -1)}
+        if doomed_id not in members:
+            break
+        await asyncio.sleep(0.1)
+    assert members == {live_id}

@@ -32,7 +32,7 @@ async def fails_while_flag(ctx: dict, flag: str) -> str:
     return "fixed"
 
 
-async def record_run(ctx: dict, n: int) -> int:
+async def record_run(ctx: dict, n: int, pad: str = "") -> int:
     """Counts its runs per job and remembers which worker process ran it (load test)."""
     queue = ctx["scalr_queue"].queue
     async with ctx["redis"].pipeline(transaction=False) as pipe:
