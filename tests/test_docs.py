@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 
 import scalr_queue
 from scalr_queue import enqueue, keys
@@ -26,7 +27,8 @@ from tests.docs_python import NOT_RUN, page_files, python_blocks
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-DOCKER_EXEC = re.compile(r"^docker exec (?:-\w+ )*\S+ ")
+DOCKER_EXEC = re.compile(r"^docker (exec|compose exec) (?:-\w+ )*(\S+) ")
+COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "template-app" / "docker-compose.yml")
 REDIS_GET = re.compile(r"redis-cli -p \d+ get ")
 
 
@@ -44,6 +46,26 @@ def sh_recipes(page: Path) -> list[str]:
 
 
 PAGES = sorted(DOCS.glob("*.md"))
+
+
+def without_docker_exec(recipe: str) -> str:
+    """The command a `docker exec NAME` / `docker compose exec SERVICE` recipe runs in the container, once NAME is
+    checked: a container_name, or a service, that docker-compose.yml or template-app/docker-compose.yml defines."""
+    match = DOCKER_EXEC.match(recipe)
+    if match is None:
+        return recipe
+    how, name = match.groups()
+    services = {
+        service: config
+        for path in COMPOSE_FILES
+        for service, config in yaml.safe_load(path.read_text())["services"].items()
+    }
+    if how == "exec":
+        containers = {config.get("container_name") for config in services.values()}
+        assert name in containers, f"{recipe}: no compose file names a container {name!r} ({sorted(containers)})"
+    else:
+        assert name in services, f"{recipe}: no compose file defines a service {name!r} ({sorted(services)})"
+    return recipe[match.end() :]
 
 
 def test_there_are_recipes() -> None:
@@ -89,7 +111,7 @@ async def run_recipes(
         variables["PATH"] = os.pathsep.join([*path, os.environ["PATH"]])
         try:
             for recipe in sh_recipes(page):
-                command = DOCKER_EXEC.sub("", recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
+                command = without_docker_exec(recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
                 result = subprocess.run(
                     ["bash", "-c", command],
                     cwd=app,
@@ -122,6 +144,8 @@ async def test_every_sh_recipe_runs(
         "redis-cli llen arq:queue:default",  # the old guide's recipe: WRONGTYPE
         "docker exec scalr-redis redis-cli get arq:job:no-such-job",  # prints nothing
         "scalr-queue jobs --queue nope",  # an error
+        "docker exec scalr-worker python -m scalr_queue.worker src.worker --check",  # no such container
+        "docker compose exec scalr-worker scalr-queue stats",  # no such compose service
     ],
 )
 async def test_a_broken_recipe_fails_the_test(
