@@ -6,7 +6,7 @@ The rules the docs follow, as pytest-examples does for pydantic-settings' docs:
   directory is a throwaway app directory on ``sys.path``, against the test's Redis (``REDIS_URL``).
 - Top-level ``await`` works, as in ``python -m asyncio``.
 - A block whose first line names a file under ``src/`` (``# src/worker.py``, or ``# backend/src/worker.py`` as in
-  the template app) also goes into that file, after what the page's earlier blocks put there. The test writes
+  the template app, optionally followed by ``: a remark``) also goes into that file, after what the page's earlier blocks put there. The test writes
   these files before the page runs; when there is a ``src/worker.py``, a worker serves it
   (``python -m scalr_queue.worker src.worker``) and ``SCALR_QUEUE_TASKS=src.worker`` checks enqueued names.
 - Functions named ``test_*`` that a block defines are called right after it (awaited if async), as pytest would.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
-FILE_LINE = re.compile(r"# (?:backend/)?(src/[\w/]+\.py)\s*$")
+FILE_LINE = re.compile(r"# (?:backend/)?(src/[\w/]+\.py)(?::.*)?")
 NOT_RUN = "# not run:"
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from arq import create_pool
+from arq.connections import RedisSettings
 
 import scalr_queue
 from scalr_queue import enqueue, keys
@@ -62,7 +64,9 @@ def without_docker_exec(recipe: str) -> str:
     }
     if how == "exec":
         containers = {config.get("container_name") for config in services.values()}
-        assert name in containers, f"{recipe}: no compose file names a container {name!r} ({sorted(containers)})"
+        assert name in containers, (
+            f"{recipe}: no compose file names a container {name!r} ({sorted(containers)})"
+        )
     else:
         assert name in services, f"{recipe}: no compose file defines a service {name!r} ({sorted(services)})"
     return recipe[match.end() :]
@@ -74,10 +78,13 @@ def test_there_are_recipes() -> None:
 
 
 async def prepare(server: RedisServer) -> dict[str, str]:
-    """A queued job, a finished one and a failed one, for the recipes to look at."""
+    """A queued job, a finished one, a failed one and a plain arq one, for the recipes to look at."""
     failing = await enqueue("boom", message="a recipe needs a failure")
     finished = await enqueue("add", x=1, y=2)
     queued = await enqueue("add", x=3, y=4, _defer_by=600)
+    arq_redis = await create_pool(RedisSettings.from_dsn(server.url))  # plain arq: pickled, on arq:queue
+    assert await arq_redis.enqueue_job("add", 20, 22) is not None  # for docs/migrating.md
+    await arq_redis.aclose()
     assert failing is not None and finished is not None and queued is not None
     assert await finished.result(timeout=10) == 3
     with pytest.raises(scalr_queue.JobFailedError):
@@ -295,7 +302,9 @@ async def test_a_broken_python_block_fails_the_test(
 ) -> None:
     """The python runner is not a rubber stamp: a block that raises, at any point, fails the page."""
     page = tmp_path / "broken.md"
-    worker = "# src/worker.py\nasync def add(ctx, x: int, y: int) -> int:\n    return x + y\n\n\ntasks = [add]\n"
+    worker = (
+        "# src/worker.py\nasync def add(ctx, x: int, y: int) -> int:\n    return x + y\n\n\ntasks = [add]\n"
+    )
     page.write_text(f"```python\n{worker}```\n\n```python\n{broken}\n```\n")
     with pytest.raises(AssertionError, match="broken.md"):
         await run_python_blocks(page, spawn, tmp_path, monkeypatch)
