@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -265,3 +266,21 @@ async def test_source_and_destination_must_differ_and_be_queues(
     assert empty == f"moved 0 job(s) from arq:queue to {default}\nleft nothing on arq:queue\n"
     report = await migrate(redis, "arq:queue", "default", dry_run=True)
     assert (report.moved, report.left, report.dry_run) == ([], [], True)
+
+
+async def test_the_workers_warning_names_a_command_and_a_page_that_exist(
+    own_redis: tuple[RedisServer, Redis], arq_pool: ArqRedis, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """A worker that finds arq's jobs waiting says what to run; that command works and the page it cites exists."""
+    job = await arq_pool.enqueue_job("add", 1, 2)
+    assert job is not None
+    warning = spawn("tests.apps.basic").wait_for("jobs_waiting_on_arq_default_queue")
+    assert warning["jobs"] == 1
+    command = re.search(r"`(scalr-queue migrate [^`]+)`", warning["fix"])
+    page = re.search(r"\b(docs/[\w-]+\.md)\b", warning["fix"])
+    assert command is not None and page is not None, warning["fix"]
+    assert "jobs_waiting_on_arq_default_queue" in (ROOT / page.group(1)).read_text()
+    out = run_migrate(*command.group(1).split()[2:])
+    assert "pickled: --unpickle re-encodes it as JSON" in out  # the next step, said where the operator looks
+    assert "moved 1 job(s)" in run_migrate(*command.group(1).split()[2:], "--unpickle")
+    assert await own_redis[1].zscore("arq:queue:default", job.job_id) is not None
