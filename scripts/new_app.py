@@ -97,4 +97,6 @@ if __name__ == "__main__":
         raise SystemExit("usage: python scripts/new_app.py NAME DEST")
     created = new_app(sys.argv[1], Path(sys.argv[2]))
     print(f"created {created}: cd {created} && make up")
-    print("it joins the shared Redis (scalr-redis on the network scalr): `docker compose up -d scalr-redis` here")
+    print(
+        "it joins the shared Redis (scalr-redis on the network scalr): `docker compose up -d scalr-redis` here"
+    )
