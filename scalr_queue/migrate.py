@@ -208,13 +208,18 @@ async def migrate(
     move = redis.register_script(_MOVE)
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
-        async with redis.pipeline(transaction=False) as pipe:
+        async with redis.pipeline(transaction=True) as pipe:  # one consistent read of the batch
             for job_id in batch:
+                pipe.zscore(source_key, job_id)
                 pipe.get(keys.job_key(job_id))
                 pipe.exists(keys.in_progress_key(job_id))
             found = await pipe.execute()
         for n, job_id in enumerate(batch):
-            planned = _plan(job_id, found[2 * n], bool(found[2 * n + 1]), unpickle)
+            score, raw, running = found[3 * n : 3 * n + 3]
+            if score is None:  # run and finished (or moved) since the scan
+                report.gone.append(job_id)
+                continue
+            planned = _plan(job_id, raw, bool(running), unpickle)
             if isinstance(planned, LeftJob):
                 report.left.append(planned)
             elif dry_run:
