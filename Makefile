@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: install demo dev test lint docs format bench bench-dashboard screenshots clean
 
 $(STAMP): pyproject.toml
+	@echo "installing scalr_queue and its dev tools into $(VENV) with pip (first run: about 30 s)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)

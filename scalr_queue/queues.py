@@ -96,9 +96,13 @@ class JobDetails:
 
 
 async def known_queues(redis: Redis) -> list[str]:
-    """Queues that something was enqueued to, or that a worker serves."""
+    """Queues that something was enqueued to, or that a worker serves; and plain arq's ``arq:queue`` while jobs
+    wait there (arq's producers register no queue name), so they show up (docs/migrating.md)."""
     members: set[bytes] = await redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
-    return sorted(m.decode(errors="backslashreplace") for m in members)
+    names = {m.decode(errors="backslashreplace") for m in members}
+    if await redis.exists(keys.ARQ_DEFAULT_QUEUE):
+        names.add(keys.ARQ_DEFAULT_QUEUE)
+    return sorted(names)
 
 
 async def require_queue(redis: Redis, name: str) -> str:

@@ -77,7 +77,7 @@ async def test_defer_by_defer_until_and_expires(redis: redis.asyncio.Redis, queu
     assert short is not None
     assert 15 <= await redis.ttl(f"arq:job:{short.job_id}") <= 30
     with pytest.raises(TaskArgumentsError, match="not both"):
-        await enqueue("add", x=1, _defer_by=1, _defer_until=when)
+        await enqueue("add", x=1, y=2, _defer_by=1, _defer_until=when)
 
 
 async def test_misspelt_option_is_rejected_with_suggestion() -> None:

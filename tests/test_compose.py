@@ -141,16 +141,31 @@ async def send_and_follow(url: str, invoice_id: int) -> dict[str, Any]:
             await asyncio.sleep(0.05)
 
 
+def vendored_path(app: Path) -> dict[str, str]:
+    """The environment that makes a process import scalr_queue from the app's vendor/ copy, as its image would."""
+    return {"PYTHONPATH": os.pathsep.join([str(app / "backend"), str(app / "vendor" / "scalr_queue")])}
+
+
 async def test_new_app_from_template_runs_as_processes(tmp_path: Path, redis_server: RedisServer) -> None:
-    """A new app from the template, worker activated as the guide says: backend and worker run, HTTP in, job done,
-    both healthchecks pass."""
+    """A new app from the template, worker activated as the guide says, on its vendored scalr_queue: backend and
+    worker run, HTTP in, job done, both healthchecks pass."""
     app = new_app("acme", tmp_path / "acme")
     compose_file = app / "docker-compose.yml"
     assert "container_name: acme-backend" in compose_file.read_text()
     assert "worker" not in yaml.safe_load(compose_file.read_text())["services"]  # shipped commented out
     activate_worker(compose_file)
-    stack = ComposeAsProcesses(compose_file, app / "backend", redis_server.url)
+    stack = ComposeAsProcesses(compose_file, app / "backend", redis_server.url, **vendored_path(app))
     assert stack.config["services"]["worker"]["container_name"] == "acme-worker"
+    assert stack.config["services"]["worker"]["image"] == "acme:latest"
+    imported = subprocess.run(  # in the image's WORKDIR, as the services run
+        [sys.executable, "-c", "import scalr_queue; print(scalr_queue.__file__)"],
+        cwd=app / "backend",
+        env={**os.environ, **vendored_path(app)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.startswith(str(app / "vendor" / "scalr_queue" / "scalr_queue")), imported
     try:
         worker = stack.start("worker")
         worker.wait_started()
@@ -324,6 +339,48 @@ async def test_redis_down_answers_503_within_5_s() -> None:
         stack.stop()
 
 
+def dockerfile_copies(text: str) -> list[tuple[list[str], str]]:
+    """Each COPY from the build context (not --from a stage): its sources and its destination."""
+    copies = []
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            parts = [p for p in line.split()[1:] if not p.startswith("--")]
+            copies.append((parts[:-1], parts[-1]))
+    return copies
+
+
+def test_new_app_is_self_contained_and_builds_its_own_code(tmp_path: Path) -> None:
+    """The new app builds from its own directory with its own Dockerfile: every COPY source is in the app, the
+    image holds the app's backend/src and the vendored scalr_queue (this repository's), under the app's own tag."""
+    app = new_app("acme", tmp_path / "acme")
+    backend = yaml.safe_load((app / "docker-compose.yml").read_text())["services"]["backend"]
+    context = (app / backend["build"]["context"]).resolve()
+    assert context == app.resolve()
+    assert backend["image"] == "acme:latest"  # not a tag another app's build would overwrite
+    dockerfile = (context / backend["build"]["dockerfile"]).read_text()
+    assert "template-app" not in dockerfile
+    copies = dockerfile_copies(dockerfile)
+    assert copies  # the check below cannot pass by finding nothing
+    for sources, _ in copies:
+        for source in sources:
+            assert (context / source).exists(), f"COPY {source}: not in the app"
+    assert (["backend/src"], "./src") in copies  # the image's code is the app's own
+    assert "acme" in (app / "backend" / "src" / "main.py").read_text()
+    ours, theirs = (ROOT / "Dockerfile").read_text(), dockerfile  # the same image apart from the paths
+    assert (
+        re.split(r"(?m)^FROM ", ours)[-1].replace("template-app/", "") == re.split(r"(?m)^FROM ", theirs)[-1]
+    )
+    vendored = app / "vendor" / "scalr_queue"
+    assert (vendored / "pyproject.toml").read_text() == (ROOT / "pyproject.toml").read_text()
+    package = {p.relative_to(ROOT): p.read_bytes() for p in (ROOT / "scalr_queue").rglob("*") if p.is_file()}
+    copied = {
+        p.relative_to(vendored): p.read_bytes() for p in (vendored / "scalr_queue").rglob("*") if p.is_file()
+    }
+    assert copied == {path: data for path, data in package.items() if "__pycache__" not in path.parts}
+    assert (["vendor/scalr_queue/"], "./") in copies  # the build stage makes its wheel from the vendored copy
+
+
 def test_new_app_refuses_bad_names(tmp_path: Path) -> None:
+    """A name that cannot be a container name is refused."""
     with pytest.raises(SystemExit, match="use lowercase letters"):
         new_app("Bad Name", tmp_path / "x")

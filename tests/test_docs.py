@@ -1,4 +1,6 @@
-"""The docs are true: every `sh` recipe in docs/ runs against a real Redis and worker; tables match the code."""
+"""The docs are true: every `sh` recipe and every `python` block in docs/ runs against a real Redis and worker;
+tables match the code. How python blocks run (shared namespace per page, files under src/, `# not run:`) is
+described in tests/docs_python.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
+from arq import create_pool
+from arq.connections import RedisSettings
 
 import scalr_queue
 from scalr_queue import enqueue, keys
@@ -20,10 +25,12 @@ from scalr_queue.cli import cli
 from scalr_queue.config import Settings, env_var, reset_settings
 from scalr_queue.testing import RedisServer
 from tests.conftest import ROOT, WorkerProcess
+from tests.docs_python import NOT_RUN, page_files, python_blocks
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-DOCKER_EXEC = re.compile(r"^docker exec (?:-\w+ )*\S+ ")
+DOCKER_EXEC = re.compile(r"^docker (exec|compose exec) (?:-\w+ )*(\S+) ")
+COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "template-app" / "docker-compose.yml")
 REDIS_GET = re.compile(r"redis-cli -p \d+ get ")
 
 
@@ -43,16 +50,41 @@ def sh_recipes(page: Path) -> list[str]:
 PAGES = sorted(DOCS.glob("*.md"))
 
 
+def without_docker_exec(recipe: str) -> str:
+    """The command a `docker exec NAME` / `docker compose exec SERVICE` recipe runs in the container, once NAME is
+    checked: a container_name, or a service, that docker-compose.yml or template-app/docker-compose.yml defines."""
+    match = DOCKER_EXEC.match(recipe)
+    if match is None:
+        return recipe
+    how, name = match.groups()
+    services = {
+        service: config
+        for path in COMPOSE_FILES
+        for service, config in yaml.safe_load(path.read_text())["services"].items()
+    }
+    if how == "exec":
+        containers = {config.get("container_name") for config in services.values()}
+        assert name in containers, (
+            f"{recipe}: no compose file names a container {name!r} ({sorted(containers)})"
+        )
+    else:
+        assert name in services, f"{recipe}: no compose file defines a service {name!r} ({sorted(services)})"
+    return recipe[match.end() :]
+
+
 def test_there_are_recipes() -> None:
     """The recipe test cannot pass by finding nothing."""
     assert sum(len(sh_recipes(page)) for page in PAGES) >= 40
 
 
 async def prepare(server: RedisServer) -> dict[str, str]:
-    """A queued job, a finished one and a failed one, for the recipes to look at."""
+    """A queued job, a finished one, a failed one and a plain arq one, for the recipes to look at."""
     failing = await enqueue("boom", message="a recipe needs a failure")
     finished = await enqueue("add", x=1, y=2)
     queued = await enqueue("add", x=3, y=4, _defer_by=600)
+    arq_redis = await create_pool(RedisSettings.from_dsn(server.url))  # plain arq: pickled, on arq:queue
+    assert await arq_redis.enqueue_job("add", 20, 22) is not None  # for docs/migrating.md
+    await arq_redis.aclose()
     assert failing is not None and finished is not None and queued is not None
     assert await finished.result(timeout=10) == 3
     with pytest.raises(scalr_queue.JobFailedError):
@@ -86,7 +118,7 @@ async def run_recipes(
         variables["PATH"] = os.pathsep.join([*path, os.environ["PATH"]])
         try:
             for recipe in sh_recipes(page):
-                command = DOCKER_EXEC.sub("", recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
+                command = without_docker_exec(recipe).replace("redis-cli ", f"redis-cli -p {server.port} ", 1)
                 result = subprocess.run(
                     ["bash", "-c", command],
                     cwd=app,
@@ -119,6 +151,8 @@ async def test_every_sh_recipe_runs(
         "redis-cli llen arq:queue:default",  # the old guide's recipe: WRONGTYPE
         "docker exec scalr-redis redis-cli get arq:job:no-such-job",  # prints nothing
         "scalr-queue jobs --queue nope",  # an error
+        "docker exec scalr-worker python -m scalr_queue.worker src.worker --check",  # no such container
+        "docker compose exec scalr-worker scalr-queue stats",  # no such compose service
     ],
 )
 async def test_a_broken_recipe_fails_the_test(
@@ -202,3 +236,98 @@ def test_cli_reference_covers_every_command() -> None:
     assert isinstance(failed, click.Group)
     for sub in failed.commands:
         assert f"`{sub}" in text or f"{sub} " in text, f"`failed {sub}` is not described"
+
+
+PYTHON_RUNNER = ROOT / "tests" / "docs_python.py"
+WORKER_FILE = "src/worker.py"
+
+
+async def run_python_blocks(
+    page: Path, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run a page's python blocks in order in one fresh process, against a real Redis and, when the page
+    writes a src/worker.py, a worker serving it."""
+    blocks = python_blocks(page)
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    (app / "src" / "__init__.py").write_text("")
+    for name, code in page_files(blocks).items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(code)
+    with RedisServer() as server:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        monkeypatch.delenv("SCALR_QUEUE_NAME")  # the blocks use the default queue
+        monkeypatch.setenv("PYTHONPATH", str(app))
+        if (app / WORKER_FILE).exists():
+            monkeypatch.setenv("SCALR_QUEUE_TASKS", "src.worker")
+            spawn("src.worker", cwd=app).wait_started()
+        result = subprocess.run(
+            [sys.executable, str(PYTHON_RUNNER), str(page)],
+            cwd=app,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 0, f"{page.name}:\n{result.stdout}{result.stderr}"
+
+
+def test_there_are_python_blocks_and_few_are_not_run() -> None:
+    """The python test cannot pass by finding nothing, and skipping a block stays the rare exception."""
+    blocks = [block for page in PAGES for block in python_blocks(page)]
+    assert len(blocks) >= 20
+    assert sum(block.not_run is not None for block in blocks) <= 2
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+async def test_every_python_block_runs(
+    page: Path, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's python blocks run in order, sharing a namespace, against a real Redis and the page's worker."""
+    await run_python_blocks(page, spawn, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        'await enqueue("send_invoice_email", invoice_id=7)',  # never imported
+        "from scalr_email import send",  # a module that does not exist
+        '@router.post("/invoices/{id}/send")\nasync def send(id: int): ...',  # an undefined router
+        "def test_it():\n    assert 1 == 2",  # a test that the block defines fails
+        'from scalr_queue import enqueue\n\nawait enqueue("no_such_task")',  # unknown to the page's worker
+    ],
+)
+async def test_a_broken_python_block_fails_the_test(
+    broken: str, spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The python runner is not a rubber stamp: a block that raises, at any point, fails the page."""
+    page = tmp_path / "broken.md"
+    worker = (
+        "# src/worker.py\nasync def add(ctx, x: int, y: int) -> int:\n    return x + y\n\n\ntasks = [add]\n"
+    )
+    page.write_text(f"```python\n{worker}```\n\n```python\n{broken}\n```\n")
+    with pytest.raises(AssertionError, match="broken.md"):
+        await run_python_blocks(page, spawn, tmp_path, monkeypatch)
+
+
+async def test_blocks_share_a_namespace_await_and_reach_the_pages_worker(
+    spawn: Callable[..., WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names carry from block to block, top-level await works, and a job reaches the worker of src/worker.py."""
+    page = tmp_path / "works.md"
+    page.write_text(
+        "```python\n# backend/src/worker.py\nasync def add(ctx, x: int, y: int) -> int:\n    return x + y\n```\n"
+        "```python\n# src/worker.py\ntasks = [add]\n```\n"
+        "```python\nfrom scalr_queue import enqueue\n\njob = await enqueue(add, x=1, y=2)\n```\n"
+        f"```python\n{NOT_RUN} shows a failure on purpose\nraise RuntimeError\n```\n"
+        "```python\nassert await job.result(timeout=10) == 3\n```\n"
+    )
+    await run_python_blocks(page, spawn, tmp_path, monkeypatch)
+
+
+def test_a_not_run_marker_needs_a_reason(tmp_path: Path) -> None:
+    """`# not run:` without a reason is refused, so every skipped block says why."""
+    page = tmp_path / "bare.md"
+    page.write_text(f"```python\n{NOT_RUN}\nraise RuntimeError\n```\n")
+    with pytest.raises(ValueError, match="needs a reason"):
+        python_blocks(page)

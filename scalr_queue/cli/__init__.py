@@ -13,6 +13,7 @@ from .. import __version__
 from ..logs import configure_logging
 from ._common import redis_url_option
 from ._failed import failed_group
+from ._migrate import migrate_command
 from ._queues import (
     clean_command,
     enqueue_command,
@@ -50,6 +51,7 @@ for command in (
     clean_command,
     dashboard_command,
     metrics_command,
+    migrate_command,
 ):
     cli.add_command(command)
 
