@@ -1,47 +1,70 @@
-"""Connections to Redis: one pool from ``REDIS_URL``, with bounded waits and errors that say what to do."""
+"""Connections to Redis: one pool from the settings, with bounded waits and errors that say what to do.
+
+Every process (worker, producer, CLI, probe) gets its client from ``create_redis``, so TLS checks, Sentinel
+and the error messages are the same everywhere. A single server comes from ``REDIS_URL``; with
+``SCALR_QUEUE_SENTINELS`` the sentinels name the primary and ``REDIS_URL`` gives the user, password, database
+and TLS options for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry as RedisRetry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys, wire
-from .config import Settings, redact_url
-from .exceptions import RedisUnavailableError
+from .config import Settings, query_flag, query_value, redact_url
+from .exceptions import RedisPermissionError, RedisUnavailableError
 
-# Errors that mean "Redis is not there right now", as opposed to a bad command.
+# Errors that mean "Redis is not there right now", as opposed to a bad command. READONLY is one: the server we
+# reach was the primary and is a replica now (a failover); a new connection finds the new primary.
 REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
+    ReadOnlyError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
 )
+# OpenSSL's verification codes for a certificate that names another host (X509_V_ERR_HOSTNAME_MISMATCH,
+# X509_V_ERR_IP_ADDRESS_MISMATCH).
+_NAME_MISMATCH = frozenset({62, 64})
 
 
 def create_redis(settings: Settings, *, socket_timeout: float | None = None, **pool_kwargs: Any) -> ArqRedis:
-    """A lazily connecting client for ``settings.redis_url``; nothing is sent until the first command.
+    """A lazily connecting client for the settings' Redis; nothing is sent until the first command.
 
     ``socket_timeout=0`` means no per-read timeout (the caller bounds whole calls instead).
 
-    A dropped connection (a Redis restart) is retried twice with a short backoff before an error surfaces.
+    A dropped connection (a Redis restart, a failover) is retried twice with a short backoff before an error
+    surfaces. ``rediss://`` checks that the server's certificate names the host connected to, unless the URL
+    says ``ssl_check_hostname=false``.
     """
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout,
-        socket_timeout=settings.redis_timeout if socket_timeout is None else (socket_timeout or None),
-        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout if socket_timeout is None else (socket_timeout or None),
+        "retry": RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         **pool_kwargs,
+    }
+    if checks_hostname(settings.redis_url):
+        options["ssl_check_hostname"] = True
+    pool = (
+        _sentinel_pool(settings, options)
+        if settings.sentinels
+        else ConnectionPool.from_url(settings.redis_url, **options)  # the URL's own options win
     )
     return ArqRedis(
         pool,
@@ -51,16 +74,107 @@ def create_redis(settings: Settings, *, socket_timeout: float | None = None, **p
     )
 
 
+def checks_hostname(url: str) -> bool:
+    """Whether a TLS connection to ``url`` checks the host name: yes, unless the URL opts out.
+
+    redis-py does not by default, so any certificate signed by a trusted CA would do, another host's included.
+    ``ssl_cert_reqs=none`` (no verification at all) leaves nothing to check.
+    """
+    if urlsplit(url).scheme != "rediss" or query_value(url, "ssl_cert_reqs") == "none":
+        return False
+    return query_flag(url, "ssl_check_hostname") is not False
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """Connections to whichever server the sentinels name as primary; closing it closes the sentinel links too."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # a full close, not the reset redis-py does when the primary moves
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def _sentinel_pool(settings: Settings, options: dict[str, Any]) -> SentinelConnectionPool:
+    """A pool for the primary the sentinels name; REDIS_URL's credentials, database and TLS options apply to it."""
+    from_url: dict[str, Any] = dict(parse_url(settings.redis_url))
+    for name in ("host", "port", "path", "connection_class"):
+        from_url.pop(name, None)
+    tls = urlsplit(settings.redis_url).scheme == "rediss"
+    connection = {**options, **from_url}
+    sentinel_options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout,
+    }
+    if tls:  # the sentinels speak TLS too, checked the same way
+        sentinel_options.update({k: v for k, v in connection.items() if k.startswith("ssl_")}, ssl=True)
+    if settings.sentinel_password is not None:
+        sentinel_options["password"] = settings.sentinel_password.get_secret_value()
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return _SentinelPool(settings.sentinel_master, sentinel, ssl=tls, **connection)  # type: ignore[no-untyped-call]
+
+
+def describe(settings: Settings) -> str:
+    """Where the settings point, for messages: the URL without its password, and the sentinels if any."""
+    url = redact_url(settings.redis_url)
+    if not settings.sentinels:
+        return url
+    return f"{url} (primary {settings.sentinel_master!r} from sentinels {settings.sentinels})"
+
+
 def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError:
+    """The error to raise when Redis cannot be used: what went wrong and what to change."""
+    where = describe(settings)
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, AuthenticationError):
         return RedisUnavailableError(
-            f"Redis at {redact_url(settings.redis_url)} refused the credentials ({reason.rstrip('.')}); "
+            f"Redis at {where} refused the credentials ({reason.rstrip('.')}); "
             "check the user and password in REDIS_URL"
         )
+    if isinstance(exc, ReadOnlyError):
+        return RedisUnavailableError(
+            f"Redis at {where} is a read-only replica ({reason.rstrip('.')}); point REDIS_URL at the primary, "
+            "or give the sentinels in SCALR_QUEUE_SENTINELS so that the primary is found after a failover"
+        )
+    tls = _certificate_error(exc)
+    if tls is not None:
+        return RedisUnavailableError(f"Redis at {where}: {_tls_advice(tls)}")
     return RedisUnavailableError(
-        f"cannot reach Redis at {redact_url(settings.redis_url)} ({reason}); "
-        "check that Redis is running and that REDIS_URL points at it"
+        f"cannot reach Redis at {where} ({reason}); check that Redis is running and that REDIS_URL points at it"
+    )
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed underneath a connection error, if that is what happened."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _tls_advice(error: ssl.SSLCertVerificationError) -> str:
+    detail = (error.verify_message or str(error)).rstrip(".")
+    if error.verify_code in _NAME_MISMATCH:
+        return (
+            f"the server's TLS certificate does not match the host name connected to ({detail}); connect with "
+            "a host name the certificate names, or add ssl_check_hostname=false to the URL's query to skip the "
+            "host-name check (the certificate must still be signed by a trusted CA)"
+        )
+    return (
+        f"the server's TLS certificate could not be verified ({detail}); if a private CA signed it, name the "
+        "CA's certificate in the URL: ?ssl_ca_certs=/path/to/ca.pem"
+    )
+
+
+def no_permission(settings: Settings, exc: NoPermissionError) -> RedisPermissionError:
+    """A command the Redis user may not run: name it and point at the ACL each role needs."""
+    return RedisPermissionError(
+        f"Redis at {describe(settings)} refused a command: {str(exc).rstrip('.')}; give this Redis user the "
+        "ACL its role needs (docs/security.md lists the commands for the worker, the producer and the CLI)"
     )
 
 
@@ -86,11 +200,26 @@ class redis_call:
             await self._timeout.__aexit__(exc_type, exc, tb)
         except REDIS_DOWN_ERRORS as timed_out:
             raise unavailable(self._settings, timed_out) from timed_out
-        if exc is not None and isinstance(exc, REDIS_DOWN_ERRORS):
+        if exc is None:
+            return
+        if isinstance(exc, REDIS_DOWN_ERRORS):
             raise unavailable(self._settings, exc) from exc
+        if isinstance(exc, NoPermissionError):
+            raise no_permission(self._settings, exc) from exc
 
 
 async def redis_info(redis: ArqRedis) -> dict[str, Any]:
-    """The server section of INFO (version, mode, ...)."""
-    info: dict[str, Any] = await redis.info(section="server")
+    """The server's version and mode: the server section of INFO, or HELLO's answer for a user without INFO.
+
+    INFO is in the ACL category ``@dangerous``; a least-privilege user may well not have it.
+    """
+    try:
+        info: dict[str, Any] = await redis.info(section="server")
+    except NoPermissionError:
+        hello = await redis.execute_command("HELLO")  # type: ignore[no-untyped-call]
+        return {"redis_version": _text(hello.get(b"version", hello.get("version"))), "redis_mode": None}
     return info
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
