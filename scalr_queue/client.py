@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline, Redis
 from redis.commands.core import AsyncScript
 
 from . import inline, keys, wire
@@ -23,6 +23,7 @@ from .connection import create_redis, redis_call
 from .exceptions import (
     JobFailedError,
     JobNotFoundError,
+    NotReplicatedError,
     PayloadTooLargeError,
     ScalrQueueError,
     TaskArgumentsError,
@@ -149,7 +150,7 @@ class Client:
             name, known, keys.queue_name(queue), job_id, payload, score, expires_ms, score <= now_ms
         )
 
-    def _store(self, job: _Prepared, pipe: Pipeline | None = None) -> Awaitable[Any]:
+    def _store(self, job: _Prepared, pipe: Pipeline | Redis | None = None) -> Awaitable[Any]:
         if self._enqueue_script is None:
             self._enqueue_script = self.redis.register_script(_ENQUEUE_LUA)
         return self._enqueue_script(
@@ -183,9 +184,28 @@ class Client:
         )
         if self.settings.mode == "sync":
             return await inline.run(self, job.name, job.known, job.payload, job.job_id, job.queue)
+        if self.settings.wait_replicas:
+            return (await self._store_replicated([job]))[0]
         async with redis_call(self.settings):
             created = await self._store(job)
         return self.job(job.job_id, job.queue) if created else None
+
+    async def _store_replicated(self, jobs: list[_Prepared]) -> list[Job | None]:
+        """Store, then ``WAIT`` on the same connection (WAIT counts that connection's writes) for the replicas."""
+        wanted, timeout_s = self.settings.wait_replicas, self.settings.wait_timeout
+        async with redis_call(self.settings):
+            connection = self.redis.client()  # one connection for the writes and the WAIT that follows them
+            try:
+                created = [await self._store(job, connection) for job in jobs]
+                acknowledged = int(await connection.execute_command("WAIT", wanted, int(timeout_s * 1000)))  # type: ignore[no-untyped-call]
+            finally:
+                await connection.aclose()
+        stored = [job for job, done in zip(jobs, created, strict=True) if done]
+        if stored and acknowledged < wanted:
+            raise NotReplicatedError([job.job_id for job in stored], wanted, acknowledged, timeout_s)
+        return [
+            self.job(job.job_id, job.queue) if done else None for job, done in zip(jobs, created, strict=True)
+        ]
 
     async def enqueue_many(
         self,
@@ -203,11 +223,21 @@ class Client:
         if self.settings.mode == "sync":
             return [await inline.run(self, p.name, p.known, p.payload, p.job_id, p.queue) for p in prepared]
         created: list[Any] = []
+        wait = self.settings.wait_replicas
         for start in range(0, len(prepared), BATCH):
+            batch = prepared[start : start + BATCH]
             async with redis_call(self.settings), self.redis.pipeline(transaction=False) as pipe:
-                for job in prepared[start : start + BATCH]:
+                for job in batch:
                     await self._store(job, pipe)  # queued on the pipeline: sent with execute()
-                created += await pipe.execute()
+                if wait:  # the pipeline's own connection: WAIT counts the writes just sent
+                    pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
+                results = await pipe.execute()
+            if wait:
+                acknowledged = int(results.pop())
+                stored = [job.job_id for job, done in zip(batch, results, strict=True) if done]
+                if stored and acknowledged < wait:
+                    raise NotReplicatedError(stored, wait, acknowledged, self.settings.wait_timeout)
+            created += results
         return [
             self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
         ]

@@ -4,6 +4,8 @@ ScalrQueueError
 ├── ConfigError (ValueError)              a setting is wrong; the message names the variable
 │   └── WorkerSettingsError               a worker module exports nothing runnable, or a setting arq does not know
 ├── RedisUnavailableError (ConnectionError)  Redis did not answer in time; the URL is shown without its password
+├── RedisPermissionError (PermissionError)  the Redis user may not run a command (its ACL); names the command
+├── NotReplicatedError                    an enqueue reached the primary but too few replicas (WAIT) in time
 ├── TaskError
 │   ├── UnknownTaskError (LookupError)    a task name nobody registered; the message suggests the closest
 │   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments, with the task's signature
@@ -32,6 +34,29 @@ class WorkerSettingsError(ConfigError):
 
 class RedisUnavailableError(ScalrQueueError, ConnectionError):
     """Redis could not be reached within the configured time."""
+
+
+class RedisPermissionError(ScalrQueueError, PermissionError):
+    """The Redis user's ACL does not allow a command scalr_queue needs."""
+
+
+class NotReplicatedError(ScalrQueueError):
+    """The job is on the primary, but fewer replicas than ``SCALR_QUEUE_WAIT_REPLICAS`` confirmed it in time.
+
+    It will run unless the primary fails before it replicates; enqueue again with the same ``_job_id`` to be
+    sure (a duplicate id returns None while the first job exists).
+    """
+
+    def __init__(self, job_ids: list[str], wanted: int, acknowledged: int, timeout_s: float) -> None:
+        self.job_ids = job_ids
+        self.wanted = wanted
+        self.acknowledged = acknowledged
+        shown = job_ids[0] if len(job_ids) == 1 else f"{job_ids[0]} and {len(job_ids) - 1} more"
+        super().__init__(
+            f"job {shown} is on the Redis primary but {acknowledged} of {wanted} replica(s) confirmed it within "
+            f"{timeout_s:g} s (SCALR_QUEUE_WAIT_REPLICAS); it is lost if the primary fails before it replicates: "
+            "enqueue again with the same _job_id to be sure"
+        )
 
 
 class TaskError(ScalrQueueError):
