@@ -94,10 +94,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        # An @ outside the authority: a password with an unencoded / ? or # cut the URL short.
+        # An @ outside the authority: a password with an unencoded / ? or # cut the URL short, and the rest of
+        # the password would be read as a host, a path or options.
         hint = f" ({ENCODE_HINT})" if "@" in value and "@" not in parts.netloc else ""
         if parts.scheme not in REDIS_URL_SCHEMES:
             raise ValueError("it must start with redis://, rediss:// or unix://")
+        if "@" in parts.query + parts.fragment + ("" if parts.scheme == "unix" else parts.path):
+            raise ValueError(f"it has an @ after the host: {ENCODE_HINT}")
         if parts.scheme == "unix":
             if not parts.path:
                 raise ValueError("a unix:// URL needs the socket path, e.g. unix:///run/redis.sock")
