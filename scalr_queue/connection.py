@@ -9,7 +9,9 @@ and TLS options for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,11 +88,50 @@ def checks_hostname(url: str) -> bool:
 
 
 class _SentinelPool(SentinelConnectionPool):
-    """Connections to whichever server the sentinels name as primary; closing it closes the sentinel links too."""
+    """Connections to whichever server the sentinels name as primary.
+
+    redis-py asks the sentinels only when a connection (re)connects, so after a manual failover, where the old
+    primary stays up and writable for a while, a busy pool would keep writing to it, and those writes are lost
+    when Sentinel turns it into a replica. Here the sentinels are asked again at most every
+    ``MASTER_CHECK_S`` seconds, in the background, and a pooled connection to a server that is no longer the
+    primary is reconnected before it is handed out. Closing the pool closes the sentinel links too.
+    """
+
+    MASTER_CHECK_S = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._next_check = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_master_soon()
+        return await super().get_connection(*args, **kwargs)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        address = self.master_address
+        if address is not None and connection.is_connected and (connection.host, connection.port) != address:
+            await connection.disconnect()  # it talks to the old primary; reconnecting asks the sentinels
+        await super().ensure_connection(connection)
+
+    def _check_master_soon(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or (self._check is not None and not self._check.done()):
+            return
+        self._next_check = now + self.MASTER_CHECK_S
+        self._check = asyncio.get_running_loop().create_task(self._check_master(), name="scalr_queue sentinel")
+
+    async def _check_master(self) -> None:
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):  # commands report real trouble
+            await self.get_master_address()  # type: ignore[no-untyped-call]
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
         if inuse_connections:  # a full close, not the reset redis-py does when the primary moves
+            if self._check is not None:
+                self._check.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._check
             for sentinel in self.sentinel_manager.sentinels:
                 await sentinel.aclose()
 
@@ -111,7 +152,7 @@ def _sentinel_pool(settings: Settings, options: dict[str, Any]) -> SentinelConne
     if settings.sentinel_password is not None:
         sentinel_options["password"] = settings.sentinel_password.get_secret_value()
     sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return _SentinelPool(settings.sentinel_master, sentinel, ssl=tls, **connection)  # type: ignore[no-untyped-call]
+    return _SentinelPool(settings.sentinel_master, sentinel, ssl=tls, **connection)
 
 
 def describe(settings: Settings) -> str:
