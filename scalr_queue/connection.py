@@ -22,7 +22,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
+from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -40,6 +40,11 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+# Replies of a server that is up but takes no writes for now: too few replicas (min-replicas-to-write), or a
+# replica cut off from its primary. redis-py has no class for them.
+NOT_WRITABLE_CODES = ("NOREPLICAS", "MASTERDOWN")
+# How Redis words an ACL refusal met inside a script (a plain ERR, not NOPERM).
+_SCRIPT_ACL_REFUSALS = ("can't run this command", "can't access", "no permissions")
 # OpenSSL's verification codes for a certificate that names another host (X509_V_ERR_HOSTNAME_MISMATCH,
 # X509_V_ERR_IP_ADDRESS_MISMATCH).
 _NAME_MISMATCH = frozenset({62, 64})
@@ -119,7 +124,9 @@ class _SentinelPool(SentinelConnectionPool):
         if now < self._next_check or (self._check is not None and not self._check.done()):
             return
         self._next_check = now + self.MASTER_CHECK_S
-        self._check = asyncio.get_running_loop().create_task(self._check_master(), name="scalr_queue sentinel")
+        self._check = asyncio.get_running_loop().create_task(
+            self._check_master(), name="scalr_queue sentinel"
+        )
 
     async def _check_master(self) -> None:
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):  # commands report real trouble
@@ -177,12 +184,22 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError
             f"Redis at {where} is a read-only replica ({reason.rstrip('.')}); point REDIS_URL at the primary, "
             "or give the sentinels in SCALR_QUEUE_SENTINELS so that the primary is found after a failover"
         )
+    if not_writable(exc):
+        return RedisUnavailableError(
+            f"Redis at {where} takes no writes for now ({reason.rstrip('.')}): it has fewer connected replicas "
+            "than its min-replicas-to-write, or lost its primary; the job was not stored"
+        )
     tls = _certificate_error(exc)
     if tls is not None:
         return RedisUnavailableError(f"Redis at {where}: {_tls_advice(tls)}")
     return RedisUnavailableError(
         f"cannot reach Redis at {where} ({reason}); check that Redis is running and that REDIS_URL points at it"
     )
+
+
+def not_writable(exc: BaseException) -> bool:
+    """A reply that means "not now" rather than "wrong command": NOREPLICAS, MASTERDOWN."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(NOT_WRITABLE_CODES)
 
 
 def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -211,7 +228,14 @@ def _tls_advice(error: ssl.SSLCertVerificationError) -> str:
     )
 
 
-def no_permission(settings: Settings, exc: NoPermissionError) -> RedisPermissionError:
+def permission_denied(exc: BaseException) -> bool:
+    """The user's ACL refused a command or a key: NOPERM, or the same refusal inside a Lua script."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    return isinstance(exc, ResponseError) and any(s in str(exc) for s in _SCRIPT_ACL_REFUSALS)
+
+
+def no_permission(settings: Settings, exc: BaseException) -> RedisPermissionError:
     """A command the Redis user may not run: name it and point at the ACL each role needs."""
     return RedisPermissionError(
         f"Redis at {describe(settings)} refused a command: {str(exc).rstrip('.')}; give this Redis user the "
@@ -243,22 +267,29 @@ class redis_call:
             raise unavailable(self._settings, timed_out) from timed_out
         if exc is None:
             return
-        if isinstance(exc, REDIS_DOWN_ERRORS):
+        if isinstance(exc, REDIS_DOWN_ERRORS) or not_writable(exc):
             raise unavailable(self._settings, exc) from exc
-        if isinstance(exc, NoPermissionError):
+        if permission_denied(exc):
             raise no_permission(self._settings, exc) from exc
 
 
 async def redis_info(redis: ArqRedis) -> dict[str, Any]:
-    """The server's version and mode: the server section of INFO, or HELLO's answer for a user without INFO.
+    """The server's version and mode: the server section of INFO, else HELLO's answer, else nothing.
 
-    INFO is in the ACL category ``@dangerous``; a least-privilege user may well not have it.
+    INFO is in the ACL category ``@dangerous``, so a least-privilege user may not have it; what it tells is only
+    logged, never needed.
     """
     try:
         info: dict[str, Any] = await redis.info(section="server")
     except NoPermissionError:
-        hello = await redis.execute_command("HELLO")  # type: ignore[no-untyped-call]
-        return {"redis_version": _text(hello.get(b"version", hello.get("version"))), "redis_mode": None}
+        try:
+            hello = await redis.execute_command("HELLO")  # type: ignore[no-untyped-call]
+        except NoPermissionError:
+            return {}
+        if isinstance(hello, list):  # RESP2: name, value, name, value ...
+            hello = dict(zip(hello[::2], hello[1::2], strict=False))
+        fields = {_text(k): _text(v) for k, v in hello.items()}
+        return {"redis_version": fields.get("version"), "redis_mode": fields.get("mode")}
     return info
 
 

@@ -73,10 +73,10 @@ class SentinelServer:
 class SentinelGroup:
     """One primary, one replica, three sentinels (quorum 2), ready when every sentinel sees all the others."""
 
-    def __init__(self, directory: Path, *, replica_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, directory: Path, *, server_args: tuple[str, ...] = ()) -> None:
         self.directory = directory
-        self.primary = RedisServer()
-        self.replica_args = replica_args
+        self.primary = RedisServer(extra_args=server_args)
+        self.server_args = server_args
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
 
@@ -88,7 +88,7 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         self.primary.start()
         self.replica = RedisServer(
-            extra_args=("--replicaof", "127.0.0.1", str(self.primary.port), *self.replica_args)
+            extra_args=("--replicaof", "127.0.0.1", str(self.primary.port), *self.server_args)
         ).start()
         wait_until(lambda: self._role(self.replica) == "slave:up", 15, "the replica is in sync")
         self.sentinels = [SentinelServer(self.directory, self.primary.port).start() for _ in range(3)]

@@ -6,10 +6,10 @@ import asyncio
 import sys
 
 import click
-from redis.exceptions import NoPermissionError
+from redis.exceptions import ResponseError
 
 from ..config import Settings, get_settings
-from ..connection import no_permission
+from ..connection import no_permission, permission_denied
 from ..exceptions import ScalrQueueError
 from ._common import redis_url_option, user_errors
 
@@ -68,7 +68,9 @@ def worker_command(
         return
     try:
         run(module, queue=queue, burst=burst)
-    except NoPermissionError as exc:  # the Redis user's ACL lacks a command the worker sends
+    except ResponseError as exc:  # the Redis user's ACL lacks a command the worker sends
+        if not permission_denied(exc):
+            raise
         raise no_permission(settings, exc) from exc
 
 
