@@ -191,7 +191,12 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError
         )
     tls = _certificate_error(exc)
     if tls is not None:
-        return RedisUnavailableError(f"Redis at {where}: {_tls_advice(tls)}")
+        advice = _tls_advice(tls.verify_message or str(tls), tls.verify_code in _NAME_MISMATCH)
+        return RedisUnavailableError(f"Redis at {where}: {advice}")
+    if (
+        "CERTIFICATE_VERIFY_FAILED" in reason
+    ):  # collected as text: redis-py's Sentinel reports each sentinel so
+        return RedisUnavailableError(f"Redis at {where}: {_tls_advice(reason, 'mismatch' in reason)}")
     return RedisUnavailableError(
         f"cannot reach Redis at {where} ({reason}); check that Redis is running and that REDIS_URL points at it"
     )
@@ -214,9 +219,9 @@ def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | Non
     return None
 
 
-def _tls_advice(error: ssl.SSLCertVerificationError) -> str:
-    detail = (error.verify_message or str(error)).rstrip(".")
-    if error.verify_code in _NAME_MISMATCH:
+def _tls_advice(detail: str, name_mismatch: bool) -> str:
+    detail = detail.rstrip(".")
+    if name_mismatch:
         return (
             f"the server's TLS certificate does not match the host name connected to ({detail}); connect with "
             "a host name the certificate names, or add ssl_check_hostname=false to the URL's query to skip the "

@@ -10,10 +10,32 @@ from types import TracebackType
 
 import redis
 
-from scalr_queue.testing import RedisServer, find_redis_server, free_port
+from scalr_queue.testing import RedisServer, TlsFiles, find_redis_server, free_port
 
 MASTER = "mymaster"
 DOWN_AFTER_MS = 1000  # a primary that does not answer for this long is down (Sentinel's default is 30 s)
+
+
+def connect(port: int, tls: TlsFiles | None = None) -> redis.Redis:
+    """An admin client for a test server, over TLS when it speaks only TLS (the certificate checked, not the name)."""
+    if tls is None:
+        return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+    return redis.Redis(
+        port=port,
+        socket_timeout=2,
+        decode_responses=True,
+        ssl=True,
+        ssl_ca_certs=str(tls.ca),
+        ssl_check_hostname=False,
+    )
+
+
+def tls_args(tls: TlsFiles) -> str:
+    """Configuration lines for a server or sentinel that speaks TLS only, to clients and to each other."""
+    return (
+        f"tls-cert-file {tls.cert}\ntls-key-file {tls.key}\ntls-ca-cert-file {tls.ca}\n"
+        "tls-auth-clients no\ntls-replication yes\n"
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -28,12 +50,16 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 class SentinelServer:
     """``redis-server sentinel.conf --sentinel`` watching one primary."""
 
-    def __init__(self, directory: Path, primary_port: int, quorum: int = 2) -> None:
+    def __init__(
+        self, directory: Path, primary_port: int, quorum: int = 2, tls: TlsFiles | None = None
+    ) -> None:
         self.port = free_port()
         self.directory = directory
+        self.tls = tls
         self.config = directory / f"sentinel-{self.port}.conf"
+        ports = f"port 0\ntls-port {self.port}\n{tls_args(tls)}" if tls else f"port {self.port}\n"
         self.config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"{ports}bind 127.0.0.1\ndir {directory}\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} {quorum}\n"
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} 5000\n"
@@ -54,7 +80,7 @@ class SentinelServer:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        return connect(self.port, self.tls)
 
     def _answers(self) -> bool:
         try:
@@ -73,10 +99,13 @@ class SentinelServer:
 class SentinelGroup:
     """One primary, one replica, three sentinels (quorum 2), ready when every sentinel sees all the others."""
 
-    def __init__(self, directory: Path, *, server_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, directory: Path, *, server_args: tuple[str, ...] = (), tls: TlsFiles | None = None
+    ) -> None:
         self.directory = directory
-        self.primary = RedisServer(extra_args=server_args)
-        self.server_args = server_args
+        self.tls = tls
+        self.server_args = (*server_args, "--tls-replication", "yes") if tls else server_args
+        self.primary = RedisServer(extra_args=self.server_args, tls=tls)
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
 
@@ -88,10 +117,12 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         self.primary.start()
         self.replica = RedisServer(
-            extra_args=("--replicaof", "127.0.0.1", str(self.primary.port), *self.server_args)
+            extra_args=("--replicaof", "127.0.0.1", str(self.primary.port), *self.server_args), tls=self.tls
         ).start()
         wait_until(lambda: self._role(self.replica) == "slave:up", 15, "the replica is in sync")
-        self.sentinels = [SentinelServer(self.directory, self.primary.port).start() for _ in range(3)]
+        self.sentinels = [
+            SentinelServer(self.directory, self.primary.port, tls=self.tls).start() for _ in range(3)
+        ]
         wait_until(self._settled, 30, "every sentinel sees the replica and the two other sentinels")
         return self
 
@@ -103,12 +134,11 @@ class SentinelGroup:
                 return False
         return True
 
-    @staticmethod
-    def _role(server: RedisServer | None) -> str:
+    def _role(self, server: RedisServer | None) -> str:
         if server is None or server.process is None:
             return "down"
         try:
-            with redis.Redis(port=server.port, socket_timeout=1, decode_responses=True) as client:
+            with connect(server.port, self.tls) as client:
                 info = client.info("replication")
         except redis.RedisError:
             return "down"

@@ -20,6 +20,7 @@ import pytest
 from scalr_queue import Client, Job, NotReplicatedError, RedisUnavailableError
 from scalr_queue.config import Settings, load_settings, reset_settings
 from scalr_queue.exceptions import ConfigError
+from scalr_queue.testing import make_tls_files
 from tests.conftest import WorkerProcess, run_command
 from tests.ha import SentinelGroup
 
@@ -210,6 +211,30 @@ def test_sentinels_need_a_tcp_redis_url(monkeypatch: pytest.MonkeyPatch) -> None
         ConfigError, match="REDIS_URL must be redis:// or rediss:// with SCALR_QUEUE_SENTINELS"
     ):
         load_settings()
+
+
+async def test_sentinels_and_primary_over_tls(
+    tmp_path: Path, queue: str, spawn: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With rediss://, sentinels and primary are reached over TLS with host names checked: a job runs; a wrong name is refused."""
+    certified = make_tls_files(tmp_path / "tls", ["127.0.0.1"])
+    with SentinelGroup(tmp_path, tls=certified) as tls_group:
+        url = f"rediss://mymaster/0?ssl_ca_certs={certified.ca}"
+        env = {**sentinel_env(tls_group, queue), "REDIS_URL": url}
+        worker = spawn("tests.apps.basic", env=env)
+        worker.wait_started()
+        client = Client(Settings(REDIS_URL=url, sentinels=tls_group.sentinel_setting, name=queue))  # type: ignore[call-arg]
+        job = await client.enqueue("add", x=1, y=2)
+        assert job is not None
+        assert await job.result(timeout=20) == 3
+        await client.close()
+        by_name = tls_group.sentinel_setting.replace(
+            "127.0.0.1", "localhost"
+        )  # the certificate names the IP only
+        wrong = Client(Settings(REDIS_URL=url, sentinels=by_name, name=queue))  # type: ignore[call-arg]
+        with pytest.raises(RedisUnavailableError, match="does not match the host name connected to"):
+            await wrong.enqueue("add", x=1, y=2)
+        await wrong.close()
 
 
 async def test_no_sentinel_answering_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
