@@ -51,11 +51,17 @@ class SentinelServer:
     """``redis-server sentinel.conf --sentinel`` watching one primary."""
 
     def __init__(
-        self, directory: Path, primary_port: int, quorum: int = 2, tls: TlsFiles | None = None
+        self,
+        directory: Path,
+        primary_port: int,
+        quorum: int = 2,
+        tls: TlsFiles | None = None,
+        password: str | None = None,
     ) -> None:
         self.port = free_port()
         self.directory = directory
         self.tls = tls
+        self.password = password
         self.config = directory / f"sentinel-{self.port}.conf"
         ports = f"port 0\ntls-port {self.port}\n{tls_args(tls)}" if tls else f"port {self.port}\n"
         self.config.write_text(
@@ -64,6 +70,7 @@ class SentinelServer:
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} 5000\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
+            + (f"requirepass {password}\nsentinel sentinel-pass {password}\n" if password else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -80,7 +87,10 @@ class SentinelServer:
         return self
 
     def client(self) -> redis.Redis:
-        return connect(self.port, self.tls)
+        client = connect(self.port, self.tls)
+        if self.password:
+            client.connection_pool.connection_kwargs["password"] = self.password
+        return client
 
     def _answers(self) -> bool:
         try:
@@ -100,10 +110,16 @@ class SentinelGroup:
     """One primary, one replica, three sentinels (quorum 2), ready when every sentinel sees all the others."""
 
     def __init__(
-        self, directory: Path, *, server_args: tuple[str, ...] = (), tls: TlsFiles | None = None
+        self,
+        directory: Path,
+        *,
+        server_args: tuple[str, ...] = (),
+        tls: TlsFiles | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self.directory = directory
         self.tls = tls
+        self.sentinel_password = sentinel_password
         self.server_args = (*server_args, "--tls-replication", "yes") if tls else server_args
         self.primary = RedisServer(extra_args=self.server_args, tls=tls)
         self.replica: RedisServer | None = None
@@ -121,7 +137,10 @@ class SentinelGroup:
         ).start()
         wait_until(lambda: self._role(self.replica) == "slave:up", 15, "the replica is in sync")
         self.sentinels = [
-            SentinelServer(self.directory, self.primary.port, tls=self.tls).start() for _ in range(3)
+            SentinelServer(
+                self.directory, self.primary.port, tls=self.tls, password=self.sentinel_password
+            ).start()
+            for _ in range(3)
         ]
         wait_until(self._settled, 30, "every sentinel sees the replica and the two other sentinels")
         return self

@@ -237,6 +237,25 @@ async def test_sentinels_and_primary_over_tls(
         await wrong.close()
 
 
+async def test_sentinels_with_a_password(tmp_path: Path, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sentinels with requirepass are reached with SCALR_QUEUE_SENTINEL_PASSWORD; without it the error hides nothing."""
+    with SentinelGroup(tmp_path, sentinel_password="sentinel-hush") as guarded:
+        monkeypatch.setenv("REDIS_URL", "redis://mymaster/0")
+        monkeypatch.setenv("SCALR_QUEUE_SENTINELS", guarded.sentinel_setting)
+        reset_settings()
+        without = Client()
+        with pytest.raises(RedisUnavailableError, match="primary 'mymaster' from sentinels"):
+            await without.enqueue("add", x=1, y=2)
+        await without.close()
+        monkeypatch.setenv("SCALR_QUEUE_SENTINEL_PASSWORD", "sentinel-hush")
+        reset_settings()
+        settings = load_settings()
+        assert "sentinel-hush" not in repr(settings)
+        client = Client(settings)
+        assert await client.enqueue("add", x=1, y=2) is not None
+        await client.close()
+
+
 async def test_no_sentinel_answering_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """With every sentinel down, enqueue raises RedisUnavailableError naming the primary and the sentinels."""
     from scalr_queue.testing import free_port
