@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import scalr_queue
-from scalr_queue import RedisUnavailableError, enqueue
-from scalr_queue.config import reset_settings
+from scalr_queue import ConfigError, RedisUnavailableError, enqueue
+from scalr_queue.config import load_settings, reset_settings
 from scalr_queue.testing import RedisServer, make_tls_files
 from tests.conftest import WorkerProcess, run_command
 
@@ -123,3 +123,20 @@ async def test_an_unknown_ca_says_where_to_name_it(
     with pytest.raises(RedisUnavailableError, match=r"could not be verified .*\?ssl_ca_certs="):
         await enqueue("add", x=1, y=1)
     await scalr_queue.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("ssl_check_hostname=maybe", "ssl_check_hostname must be true or false"),
+        ("ssl_cert_reqs=sometimes", "ssl_cert_reqs must be none, optional or required"),
+    ],
+)
+def test_a_bad_tls_option_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, query: str, message: str
+) -> None:
+    """A TLS option redis-py would misread (or reject at connect time) stops start-up, naming REDIS_URL."""
+    monkeypatch.setenv("REDIS_URL", f"rediss://:pw@cache:6380/0?{query}")
+    with pytest.raises(ConfigError, match=f"^REDIS_URL=.* is not valid: {message}") as caught:
+        load_settings()
+    assert ":***@cache" in str(caught.value)
