@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -85,7 +86,11 @@ def run_worker_role(spawn: Callable[..., WorkerProcess], url: str, queue: str, e
     worker.wait_for(lambda e: e.get("event") == "job_succeeded" and e.get("task") == "cron:tick")
     time.sleep(2.5)  # heartbeats, lease renewals and an idle wait on the notify list
     worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0, worker.output
+    try:
+        code = worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop within 30 s of SIGTERM:\n{worker.output}") from None
+    assert code == 0, worker.output
     return worker
 
 
