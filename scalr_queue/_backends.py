@@ -20,7 +20,7 @@ from ._lua import scripts
 from ._store import store_job
 from .config import Settings
 from .connection import create_redis, redis_call
-from .exceptions import ConfigError, UndecodableJobError
+from .exceptions import ConfigError, NotReplicatedError, UndecodableJobError
 from .outcome import Failed, Released, RetryIn, Succeeded
 from .records import JobRecord, JobStatus, ResultRecord
 from .registry import PublishedRegistry
@@ -75,11 +75,16 @@ class RedisBackend:
             await redis.aclose(close_connection_pool=True)
 
     async def store(self, job: Prepared) -> bool:
+        if self.settings.wait_replicas:
+            return (await self.store_many([job]))[0]
         async with redis_call(self.settings, job_id=job.job_id):
             return bool(await _store(self.redis, job))
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[bool]:
+        """One pipeline per ``BATCH`` jobs; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own
+        connection (WAIT counts that connection's writes) and NotReplicatedError if too few replicas confirm."""
         created: list[bool] = []
+        wait = self.settings.wait_replicas
         for start in range(0, len(jobs), BATCH):
             chunk = jobs[start : start + BATCH]
             async with (
@@ -88,7 +93,15 @@ class RedisBackend:
             ):
                 for job in chunk:
                     await _store(self.redis, job, pipe)  # queued on the pipeline: sent with execute()
-                created += [bool(done) for done in await pipe.execute()]
+                if wait:
+                    pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
+                results = await pipe.execute()
+            if wait:
+                acknowledged = int(results.pop())
+                stored = [job.job_id for job, done in zip(chunk, results, strict=True) if done]
+                if stored and acknowledged < wait:
+                    raise NotReplicatedError(stored, wait, acknowledged, self.settings.wait_timeout)
+            created += [bool(done) for done in results]
         return created
 
     async def status(self, job_id: str, queue: str) -> JobStatus:

@@ -300,6 +300,30 @@ end
 return {removed, #ids}
 """
 
+# Move one waiting job from another queue key (arq's own) into ours, only if it is still there, not running and
+# unchanged since it was read (its data's SHA-1); a plain arq worker claiming it meanwhile (a WATCH on its
+# in-progress key) is made to fail its claim by the SET/DEL of that key.
+# KEYS: source queue, destination queue, job, in-progress, queues set, notify list
+# ARGV: job id, sha1 of the data read, new data ('' keeps it), destination name, now ms, notify cap
+MIGRATE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 'gone' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'running' end
+local data = redis.call('GET', KEYS[3])
+if not data or redis.sha1hex(data) ~= ARGV[2] then return 'changed' end
+redis.call('SET', KEYS[4], 'migrating', 'PX', 1000)
+redis.call('DEL', KEYS[4])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'KEEPTTL') end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], score, ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[4])
+if tonumber(score) <= tonumber(ARGV[5]) then
+  redis.call('RPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], -tonumber(ARGV[6]), -1)
+end
+return 'moved'
+"""
+
 # Write one failure record and trim the store (plain arq workers' path; ours write records in FINISH).
 # KEYS: failed set, record, the queue's failed index
 # ARGV: record, max age ms, now ms, job id, max count, record prefix, index prefix
@@ -346,6 +370,7 @@ class Scripts:
     purge: AsyncScript
     record_failure: AsyncScript
     retry_failed: AsyncScript
+    migrate: AsyncScript
 
 
 _ATTRIBUTE = "_scalr_queue_scripts"  # kept on the client: they live and die with it
@@ -367,6 +392,7 @@ def scripts(redis: Redis) -> Scripts:
             purge=redis.register_script(PURGE),
             record_failure=redis.register_script(RECORD_FAILURE),
             retry_failed=redis.register_script(RETRY_FAILED),
+            migrate=redis.register_script(MIGRATE),
         )
         setattr(redis, _ATTRIBUTE, found)
     return found

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,8 +102,12 @@ class Client:
     async def prepare(
         self, task: str | Callable[..., Any], kwargs: dict[str, Any], default_queue: str | None
     ) -> Prepared:
-        """Every check and the payload, before anything is written; ``kwargs`` may hold enqueue options."""
+        """Every check and the payload, before anything is written; ``kwargs`` may hold enqueue options.
+
+        The options first (they are the caller's, whatever the task), then the task and its arguments."""
         options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
+        now_ms = int(time.time() * 1000)
+        checked = _Options.check(options, now_ms)
         name, known = self.resolve(task)
         _reject_unknown_options(kwargs, known)
         published = await self._published(name, known)
@@ -111,32 +116,12 @@ class Client:
         elif published is not None:
             published.check(kwargs)
         queue = (
-            _queue_option(options.get("_queue_name"))
+            checked.queue
             or default_queue
             or (known.options.queue if known else published.queue if published else None)
             or self.settings.name
         )
-        now_ms = int(time.time() * 1000)
-        score = _score(options, now_ms)
-        expires = options.get("_expires")
-        expires_ms = (
-            _duration_ms("_expires", expires, positive=True)
-            if expires is not None
-            else max(int(score) - now_ms, 0) + EXPIRES_EXTRA_MS
-        )
-        job_try = options.get("_job_try")
-        if job_try is not None and (type(job_try) is not int or not 1 <= job_try <= MAX_TRY):
-            raise TaskArgumentsError(
-                f"_job_try must be a whole number of tries from 1, not {_shown(job_try)}"
-            )
-        job_id = options.get("_job_id")
-        if job_id is None:
-            job_id = os.urandom(16).hex()  # like uuid4().hex, a little cheaper
-        elif not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-            raise TaskArgumentsError(
-                f"_job_id must be a string of 1-512 characters without control characters, not {_shown(job_id)}"
-            )
-        record = JobRecord(task=name, kwargs=kwargs, enqueue_ms=now_ms, job_try=job_try)
+        record = JobRecord(task=name, kwargs=kwargs, enqueue_ms=now_ms, job_try=checked.job_try)
         payload = record.encode()
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLargeError(
@@ -144,7 +129,15 @@ class Client:
                 "limit (SCALR_QUEUE_MAX_PAYLOAD): pass ids and let the task load the data, not the data itself"
             )
         return Prepared(
-            name, known, keys.queue_name(queue), job_id, record, payload, score, now_ms, expires_ms
+            name,
+            known,
+            keys.queue_name(queue),
+            checked.job_id or os.urandom(16).hex(),  # like uuid4().hex, a little cheaper
+            record,
+            payload,
+            checked.score,
+            now_ms,
+            checked.expires_ms,
         )
 
     async def enqueue(
@@ -276,6 +269,38 @@ def _unpack_result(record: ResultRecord) -> Any:
     raise JobFailedError(
         record.job_id, str(error.get("type")), str(error.get("message", "")), error.get("traceback")
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """The enqueue options, checked: what each must be is said in its error."""
+
+    queue: str | None
+    job_id: str | None
+    job_try: int | None
+    score: float
+    expires_ms: int
+
+    @classmethod
+    def check(cls, options: dict[str, Any], now_ms: int) -> _Options:
+        score = _score(options, now_ms)
+        expires = options.get("_expires")
+        expires_ms = (
+            _duration_ms("_expires", expires, positive=True)
+            if expires is not None
+            else max(int(score) - now_ms, 0) + EXPIRES_EXTRA_MS
+        )
+        job_try = options.get("_job_try")
+        if job_try is not None and (type(job_try) is not int or not 1 <= job_try <= MAX_TRY):
+            raise TaskArgumentsError(
+                f"_job_try must be a whole number of tries from 1, not {_shown(job_try)}"
+            )
+        job_id = options.get("_job_id")
+        if job_id is not None and (not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id)):
+            raise TaskArgumentsError(
+                f"_job_id must be a string of 1-512 characters without control characters, not {_shown(job_id)}"
+            )
+        return cls(_queue_option(options.get("_queue_name")), job_id, job_try, score, expires_ms)
 
 
 def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None) -> None:

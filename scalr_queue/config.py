@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any, Literal
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._state import STATE
@@ -17,6 +17,12 @@ from .retries import Backoff, parse_backoff_setting
 ENV_PREFIX = "SCALR_QUEUE_"
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+# A query parameter that carries a secret: ``password=``, ``ssl_password=`` ...; its value runs to the next ``&``.
+_SECRET_QUERY = re.compile(r"(?i)([^=&?;]*password=)[^&]*")
+_SHOWN_USER = re.compile(r"^[^/?#\s]*$")
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+ENCODE_HINT = "a / ? # or @ in the user name or password must be percent-encoded (/ as %2F, ? as %3F, # as %23, @ as %40)"
+SECRET_FIELDS = frozenset({"sentinel_password"})
 
 
 class Settings(BaseSettings):
@@ -74,6 +80,16 @@ class Settings(BaseSettings):
     """Port of a worker's Prometheus endpoint (``/metrics``); unset: no endpoint."""
     dashboard_password: SecretStr | None = None
     """Basic-auth password of ``scalr-queue dashboard``; required to serve it on a non-loopback address."""
+    sentinels: str | None = None
+    """Redis Sentinel addresses, ``host:port,host:port``; when set, they name the primary and REDIS_URL's host is unused."""
+    sentinel_master: str = "mymaster"
+    """Name of the primary the sentinels monitor (``sentinel monitor <name> ...``)."""
+    sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves (their ``requirepass``), if they have one."""
+    wait_replicas: int = Field(0, ge=0, le=16)
+    """Replicas that must acknowledge each enqueue (Redis ``WAIT``); 0 returns once the primary has the job."""
+    wait_timeout: float = Field(1, gt=0)
+    """Seconds an enqueue waits for ``SCALR_QUEUE_WAIT_REPLICAS`` replicas before it raises NotReplicatedError."""
 
     @field_validator("log_format", "log_level", "mode", "event_loop", mode="before")
     @classmethod
@@ -86,22 +102,56 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         parts = urlsplit(value)
+        # An @ outside the authority: a password with an unencoded / ? or # cut the URL short, and the rest of
+        # the password would be read as a host, a path or options.
+        hint = f" ({ENCODE_HINT})" if "@" in value and "@" not in parts.netloc else ""
         if parts.scheme not in REDIS_URL_SCHEMES:
             raise ValueError("it must start with redis://, rediss:// or unix://")
+        if "@" in parts.query + parts.fragment + ("" if parts.scheme == "unix" else parts.path):
+            raise ValueError(f"it has an @ after the host: {ENCODE_HINT}")
         if parts.scheme == "unix":
             if not parts.path:
                 raise ValueError("a unix:// URL needs the socket path, e.g. unix:///run/redis.sock")
+            _check_query(parts.query)
             return value
         if not parts.hostname:
-            raise ValueError("it has no host, e.g. redis://localhost:6379/0")
+            raise ValueError(f"it has no host, e.g. redis://localhost:6379/0{hint}")
         try:
             parts.port  # noqa: B018 - reading the port validates it
         except ValueError:
-            raise ValueError("its port is not a number between 0 and 65535") from None
+            raise ValueError(f"its port is not a number between 0 and 65535{hint}") from None
         database = parts.path.lstrip("/")
         if database and not database.isdigit():
-            raise ValueError("the path must be a database number, e.g. redis://localhost:6379/0")
+            raise ValueError(f"the path must be a database number, e.g. redis://localhost:6379/0{hint}")
+        _check_query(parts.query)
         return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_sentinels(value)
+            return value
+        return None
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.sentinels and urlsplit(self.redis_url).scheme == "unix":
+            raise ValueError(
+                "REDIS_URL must be redis:// or rediss:// with SCALR_QUEUE_SENTINELS (its user, password, "
+                "database and TLS options are used for the primary the sentinels name)"
+            )
+        if self.wait_replicas and self.wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                f"SCALR_QUEUE_WAIT_TIMEOUT ({self.wait_timeout:g} s) must be below SCALR_QUEUE_REDIS_TIMEOUT "
+                f"({self.redis_timeout:g} s), which bounds the whole enqueue"
+            )
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as ``(host, port)`` pairs; empty without Sentinel."""
+        return parse_sentinels(self.sentinels) if self.sentinels else []
 
     @field_validator("backoff")
     @classmethod
@@ -121,6 +171,39 @@ class Settings(BaseSettings):
         return value
 
 
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (``[::1]:26379`` for IPv6) as pairs; a bad entry is a ValueError naming it."""
+    found = []
+    for entry in (e.strip() for e in value.split(",")):
+        host, colon, port = entry.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not entry or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{entry!r} is not host:port; write e.g. sentinel-1:26379,sentinel-2:26379")
+        found.append((host, int(port)))
+    return found
+
+
+def _check_query(query: str) -> None:
+    """The query options redis-py reads as booleans must be booleans: ``ssl_check_hostname=false``."""
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        if name == "ssl_check_hostname" and values[-1].lower() not in _BOOLS:
+            raise ValueError(f"ssl_check_hostname must be true or false, not {values[-1]!r}")
+        if name == "ssl_cert_reqs" and values[-1] not in {"none", "optional", "required"}:
+            raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {values[-1]!r}")
+
+
+def query_value(url: str, name: str) -> str | None:
+    """A query option of a Redis URL (``?ssl_cert_reqs=none``), None when absent."""
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get(name)
+    return values[-1] if values else None
+
+
+def query_flag(url: str, name: str) -> bool | None:
+    """A boolean query option of a Redis URL (``?ssl_check_hostname=false``), None when absent."""
+    value = query_value(url, name)
+    return None if value is None else _BOOLS.get(value.lower())
+
+
 def env_var(field: str) -> str:
     """The environment variable that sets a field."""
     alias = Settings.model_fields[field].validation_alias
@@ -132,17 +215,22 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            variable = (
-                field if field.isupper() else env_var(field) if field in Settings.model_fields else field
-            )
-            value = error.get("input")
-            shown = redact_url(value) if variable == "REDIS_URL" and isinstance(value, str) else value
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{variable}={shown!r} is not valid: {message}")
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    """One validation error as ``VARIABLE='value' is not valid: why``, with no secret in it."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return message
+    field = str(error["loc"][0])
+    variable = field if field.isupper() else env_var(field) if field in Settings.model_fields else field
+    value = error.get("input")
+    if field in SECRET_FIELDS:
+        value = "***"
+    elif variable == "REDIS_URL" and isinstance(value, str):
+        value = redact_url(value)
+    return f"{variable}={value!r} is not valid: {message}"
 
 
 def get_settings() -> Settings:
@@ -158,10 +246,19 @@ def reset_settings() -> None:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: the only form of a Redis URL that may be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return SplitResult(parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment).geturl()
+    """The URL with every password replaced by ``***``: the only form of a Redis URL that may be printed.
+
+    Written not to trust the URL's shape, since a password with an unencoded ``/``, ``#`` or ``@`` breaks it:
+    the user information runs to the last ``@``; a lone component there (``redis://s3cret@host``, which
+    redis-py sends as a user name with an empty password) is hidden whole; so is any ``password=`` value in
+    the query. Only a user name made of plain characters stays readable.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # no recognisable scheme: treat the whole text as the part after it
+        scheme, rest = "", url
+    userinfo, at, host_part = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:***" if colon and _SHOWN_USER.match(user) else "***"
+        rest = f"{shown}@{host_part}"
+    return scheme + sep + _SECRET_QUERY.sub(r"\1***", rest)

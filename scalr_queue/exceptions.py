@@ -6,6 +6,8 @@ ScalrQueueError
 ├── RedisUnavailableError (ConnectionError)  Redis did not answer in time; the URL is shown without its password
 │   ├── EnqueueOutcomeUnknownError        the job was sent but no answer came: it may be queued (retry with _job_id)
 │   └── RedisFullError                    Redis refused a write: out of memory (maxmemory with noeviction)
+├── RedisPermissionError (PermissionError)  the Redis user may not run a command (its ACL); names the command
+├── NotReplicatedError                    an enqueue reached the primary but too few replicas (WAIT) in time
 ├── TaskError
 │   ├── UnknownTaskError (LookupError)    a task name nobody registered; the message suggests the closest
 │   └── TaskArgumentsError (TypeError)    missing, unexpected or ill-typed arguments or enqueue options
@@ -55,6 +57,29 @@ class EnqueueOutcomeUnknownError(RedisUnavailableError):
 
 class RedisFullError(RedisUnavailableError):
     """Redis refused the write because it is out of memory (maxmemory reached, noeviction)."""
+
+
+class RedisPermissionError(ScalrQueueError, PermissionError):
+    """The Redis user's ACL does not allow a command scalr_queue needs."""
+
+
+class NotReplicatedError(ScalrQueueError):
+    """The job is on the primary, but fewer replicas than ``SCALR_QUEUE_WAIT_REPLICAS`` confirmed it in time.
+
+    It will run unless the primary fails before it replicates; enqueue again with the same ``_job_id`` to be
+    sure (a duplicate id returns None while the first job exists).
+    """
+
+    def __init__(self, job_ids: list[str], wanted: int, acknowledged: int, timeout_s: float) -> None:
+        self.job_ids = job_ids
+        self.wanted = wanted
+        self.acknowledged = acknowledged
+        shown = job_ids[0] if len(job_ids) == 1 else f"{job_ids[0]} and {len(job_ids) - 1} more"
+        super().__init__(
+            f"job {shown} is on the Redis primary but {acknowledged} of {wanted} replica(s) confirmed it within "
+            f"{timeout_s:g} s (SCALR_QUEUE_WAIT_REPLICAS); it is lost if the primary fails before it replicates: "
+            "enqueue again with the same _job_id to be sure"
+        )
 
 
 class TaskError(ScalrQueueError):

@@ -25,7 +25,7 @@ from . import keys
 from ._aio import cancel_until_done
 from ._lua import scripts
 from .config import Settings
-from .connection import REDIS_DOWN_ERRORS, TRANSIENT_ERRORS, create_redis, describe_error, redis_call
+from .connection import REDIS_DOWN_ERRORS, create_redis, describe_error, redis_call
 from .exceptions import RedisUnavailableError
 from .logs import get_logger
 from .stats import QueueCounts, queue_counts
@@ -101,7 +101,7 @@ class Heartbeat:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # never let the heartbeat stop: the worker would look dead
                 if not failing:
                     log.warning("heartbeat_failed", error=describe_error(exc))
                 failing = True

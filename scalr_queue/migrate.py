@@ -30,32 +30,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import keys, wire
+from ._lua import scripts
 from .exceptions import CommandInputError, SerializationError, UndecodableJobError
 from .records import PICKLE_MARK, JobRecord
 
 BATCH = 500  # jobs read per round trip
 _MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
-
-# KEYS: source queue, destination queue, job, in-progress, queues set, notify list
-# ARGV: job id, sha1 of the data read, new data ('' keeps it), destination name, now ms, notify cap
-_MOVE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 'gone' end
-if redis.call('EXISTS', KEYS[4]) == 1 then return 'running' end
-local data = redis.call('GET', KEYS[3])
-if not data or redis.sha1hex(data) ~= ARGV[2] then return 'changed' end
-redis.call('SET', KEYS[4], 'migrating', 'PX', 1000)
-redis.call('DEL', KEYS[4])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'KEEPTTL') end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[4])
-if tonumber(score) <= tonumber(ARGV[5]) then
-  redis.call('RPUSH', KEYS[6], '1')
-  redis.call('LTRIM', KEYS[6], -tonumber(ARGV[6]), -1)
-end
-return 'moved'
-"""
 
 
 class Kind(StrEnum):
@@ -205,7 +185,7 @@ async def migrate(
         except UnicodeDecodeError:
             report.left.append(LeftJob(repr(member), None, "its id is not UTF-8: no worker can run it"))
     ids = list(dict.fromkeys(ids))
-    move = redis.register_script(_MOVE)
+    move = scripts(redis).migrate
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
         async with redis.pipeline(transaction=True) as pipe:  # one consistent read of the batch

@@ -1,15 +1,18 @@
-"""Helpers for tests, ours and our users': a throwaway redis-server, and a check of enqueued task names."""
+"""Helpers for tests, ours and our users': a throwaway redis-server (plain or TLS), and a check of task names."""
 
 from __future__ import annotations
 
 import ast
+import ipaddress
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -49,11 +52,61 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate, its key, and the certificate of the CA that signed it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(directory: Path, names: Sequence[str], *, stem: str = "server") -> TlsFiles:
+    """A test CA (made once per directory) and a certificate it signs for ``names`` (host names or IPs).
+
+    Uses the ``openssl`` command; the certificates live two days.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("making test certificates needs the openssl command (apt install openssl)")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+    if not ca.exists():
+        run("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+            "-subj", "/CN=scalr_queue test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    cert, key, csr, ext = (directory / f"{stem}.{suffix}" for suffix in ("crt", "key", "csr", "ext"))
+    sans = ",".join(f"{'IP' if _is_ip(name) else 'DNS'}:{name}" for name in names)
+    ext.write_text(
+        f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    run("req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={names[0]}")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    return TlsFiles(ca=ca, cert=cert, key=key)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class RedisServer:
     """A redis-server of our own on a free loopback port, never the machine's 6379.
 
     No persistence unless ``appendonly=True``; ``stop()`` and ``start()`` again keep the port and the data
-    directory, so a test can restart Redis under a running worker.
+    directory, so a test can restart Redis under a running worker. With ``tls``, the port speaks only TLS
+    (``rediss://``) with that certificate; clients need not present one.
     """
 
     def __init__(
@@ -66,8 +119,10 @@ class RedisServer:
         maxmemory_policy: str = "noeviction",
         extra_args: tuple[str, ...] = (),
         binary: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()
+        self.tls = tls
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
@@ -80,7 +135,7 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def socket_path(self) -> Path:
@@ -111,6 +166,10 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if self.tls:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                     "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"]  # fmt: skip
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -128,7 +187,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with self._connect() as sock:
                 if self.password:
                     sock.sendall(f"AUTH {self.password}\r\n".encode())
                     sock.recv(64)
@@ -136,6 +195,18 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        if not self.tls:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.check_hostname = False  # a readiness check, not a test of the certificate
+        try:
+            return context.wrap_socket(sock)
+        except OSError:
+            sock.close()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import click
 from arq.connections import ArqRedis
+from redis.exceptions import ResponseError
 
 from ..config import Settings, get_settings, reset_settings
-from ..connection import REDIS_DOWN_ERRORS, create_redis, unavailable
+from ..connection import REDIS_DOWN_ERRORS, create_redis, no_permission, permission_denied, unavailable
 from ..exceptions import CommandInputError, ScalrQueueError
 from ..failed import FailedStore
 
@@ -73,6 +74,10 @@ async def _in_session(action: Callable[[Session], Awaitable[T]]) -> T:
         return await action(Session(settings, redis, store))
     except REDIS_DOWN_ERRORS as exc:
         raise unavailable(settings, exc) from exc
+    except ResponseError as exc:
+        if not permission_denied(exc):
+            raise
+        raise no_permission(settings, exc) from exc
     finally:
         with contextlib.suppress(*REDIS_DOWN_ERRORS):
             await redis.aclose(close_connection_pool=True)

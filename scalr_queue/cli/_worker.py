@@ -6,8 +6,10 @@ import asyncio
 import sys
 
 import click
+from redis.exceptions import ResponseError
 
 from ..config import get_settings
+from ..connection import no_permission, permission_denied
 from ..exceptions import ScalrQueueError
 from ._common import redis_url_option, user_errors
 
@@ -58,11 +60,16 @@ def worker_command(
 
     if check:
         probe(module, queue, any_host)
-    get_settings()  # a bad setting stops here, naming the variable
+    settings = get_settings()  # a bad setting stops here, naming the variable
     if watch:
         watch_and_run(watch, module, queue=queue, burst=burst)
-    else:
+        return
+    try:
         run(module, queue=queue, burst=burst)
+    except ResponseError as exc:  # the Redis user's ACL lacks a command the worker sends
+        if not permission_denied(exc):
+            raise
+        raise no_permission(settings, exc) from exc
 
 
 @click.command("check")

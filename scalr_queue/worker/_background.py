@@ -14,7 +14,7 @@ from redis.exceptions import OutOfMemoryError
 
 from .. import keys
 from .._lua import scripts
-from ..connection import TRANSIENT_ERRORS, describe_error
+from ..connection import describe_error, transient
 from ..logs import get_logger
 from ..runner import Attempt
 from ._stop import StopState
@@ -74,7 +74,7 @@ class LeaseKeeper:
                         *(part for pair in held for part in pair),
                     ]
                 )
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # never let the renewals stop: the jobs would run twice
                 if not failing:
                     log.warning("lease_renewal_failed", jobs=len(held), error=describe_error(exc))
                 failing = True
@@ -95,7 +95,7 @@ class LeaseKeeper:
     async def _holder(self, raw: bytes) -> str | None:
         try:
             holder = await self.redis.get(keys.IN_PROGRESS_PREFIX.encode() + raw)
-        except TRANSIENT_ERRORS:
+        except Exception:
             return None
         return _text(holder) if holder else None
 
@@ -127,7 +127,7 @@ class WakeListener:
             try:
                 # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
                 token = await self.redis.execute_command("BLPOP", self.key, f"{self.wait_s:.3f}")  # type: ignore[no-untyped-call]
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # never let the listener die: the worker would wake only on its timer
                 self.outage.failed(exc)
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -172,7 +172,14 @@ class Outage:
         if self.since is not None:
             return
         self.since = time.monotonic()
-        if isinstance(exc, OutOfMemoryError):
+        if not transient(exc):
+            log.error(
+                "redis_refused",
+                error=describe_error(exc),
+                action="retrying with backoff",
+                fix="a key of the wrong type, or a command the Redis user may not run (docs: security, redis-keys)",
+            )
+        elif isinstance(exc, OutOfMemoryError):
             log.error(
                 "redis_full",
                 error=describe_error(exc),

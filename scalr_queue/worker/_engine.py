@@ -24,15 +24,16 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.jobs import JobResult
 from arq.worker import FailedJobs
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import RedisError
 
 from .. import keys, metrics, wire
-from ..config import Settings, get_settings, redact_url
-from ..connection import TRANSIENT_ERRORS, create_redis
+from ..config import Settings, get_settings
+from ..connection import create_redis, describe, redis_info
 from ..exceptions import WorkerSettingsError
 from ..health import Heartbeat, WorkerState, new_worker_id
 from ..logs import get_logger
 from ..outcome import Aborted, Failed, Outcome, Released, RetryIn, Succeeded
+from ..records import PICKLE_MARK
 from ..registry import publish_tasks
 from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms, plan_for
 from ..tasks import Task, as_task, cron_task, to_seconds
@@ -319,37 +320,48 @@ class Worker:
 
     async def _announce(self) -> None:
         """Say who we are, publish the task registry, and warn about what would lose or strand jobs."""
-        version = None
+        info: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # INFO is @dangerous: a least-privilege user may not have it
-            version = (await self._pool.info(section="server")).get("redis_version")
+            info = await redis_info(self._pool)
         log.info(
             "worker_started",
             worker_id=self.worker_id,
             queue=keys.queue_name(self.queue_name),
             tasks=sorted(self.plans),
             concurrency=self.max_jobs,
-            redis_url=redact_url(self.settings.redis_url),
-            redis_version=version,
+            redis_url=describe(self.settings),
+            redis_version=info.get("redis_version"),
         )
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        with contextlib.suppress(RedisError, OSError):  # producers then check nothing: no reason to stop
             await publish_tasks(self._pool, keys.queue_name(self.queue_name), self.plans.values())
         await _warn_if_evicting(self._pool)
         await self._warn_about_other_queues()
 
     async def _warn_about_other_queues(self) -> None:
+        """Jobs waiting on arq's own default key are jobs a plain arq producer sent: none of our workers runs them
+        unless told. Say what to do, looking at one of them: pickled jobs must be migrated, not served."""
         if self.queue_name == keys.ARQ_DEFAULT_QUEUE:
             return
         with contextlib.suppress(Exception):
             waiting = await self._pool.zcard(keys.ARQ_DEFAULT_QUEUE)
-            if waiting:
-                log.warning(
-                    "jobs_waiting_on_arq_default_queue",
-                    queue_key=keys.ARQ_DEFAULT_QUEUE,
-                    jobs=waiting,
-                    serving=self.queue_name,
-                    fix="a plain arq producer enqueued them: serve that key (--queue arq:queue) or move them with "
-                    "`scalr-queue migrate arq:queue --to default` (docs/migrating.md)",
-                )
+            if not waiting:
+                return
+            sample = await self._pool.zrange(keys.ARQ_DEFAULT_QUEUE, 0, 0)
+            raw = await self._pool.get(keys.JOB_PREFIX.encode() + sample[0]) if sample else None
+            pickled = isinstance(raw, bytes) and raw.startswith(PICKLE_MARK)
+            here = keys.queue_name(self.queue_name)
+            move = f"`scalr-queue migrate arq:queue --to {here}{' --unpickle' if pickled else ''}`"
+            log.warning(
+                "jobs_waiting_on_arq_default_queue",
+                queue_key=keys.ARQ_DEFAULT_QUEUE,
+                jobs=waiting,
+                pickled=pickled,
+                serving=self.queue_name,
+                fix=f"a plain arq producer enqueued them (pickled: scalr_queue never unpickles): move them with {move}"
+                if pickled
+                else f"a plain arq producer enqueued them: serve that key (--queue arq:queue) or move them with {move}",
+                docs="docs/migrating.md",
+            )
 
     def _add_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -382,7 +394,11 @@ class Worker:
         try:
             await self._side_duties()
             idle = await self._fill()
-        except TRANSIENT_ERRORS as exc:
+        except (
+            RedisError,
+            OSError,
+            TimeoutError,
+        ) as exc:  # Redis down, full or refusing: never a worker's end
             self._outage.failed(exc)
             await self._sleep(self._outage_backoff_s)
             self._outage_backoff_s = min(self._outage_backoff_s * 2, OUTAGE_BACKOFF_CAP_S)
@@ -402,7 +418,7 @@ class Worker:
             if self._attempts and time.monotonic() - self._last_abort_poll >= ABORT_POLL_S:
                 await self._poll_aborts()
             await self._arq_health()
-        except (OutOfMemoryError, ReadOnlyError) as exc:
+        except RedisError as exc:  # a full Redis refuses these writes: claiming and finishing go on
             self._outage.failed(exc)
 
     async def _fill(self) -> bool:
@@ -588,7 +604,7 @@ class Worker:
             return False
         try:
             return bool(await self._pool.zcard(self.queue_name) == 0 or await self._paused())
-        except TRANSIENT_ERRORS:
+        except (RedisError, OSError):
             return False
 
     async def _paused(self) -> bool:
@@ -664,7 +680,7 @@ class Worker:
             return
         if self._heartbeat is not None:
             await self._heartbeat.stop()
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        with contextlib.suppress(RedisError, OSError):
             await self._pool.delete(self.health_check_key)
         if self.on_shutdown is not None:
             await self.on_shutdown(self.ctx)
@@ -675,7 +691,7 @@ class Worker:
             failed=self.state.failed,
             retried=self.state.retried,
         )
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        with contextlib.suppress(RedisError, OSError):
             await self._pool.aclose(close_connection_pool=True)
 
 
@@ -703,9 +719,10 @@ async def _shielded(awaitable: Awaitable[bool]) -> bool:
 
 
 async def _warn_if_evicting(redis: Any) -> None:
-    """An evicted job is a lost job: say so when the server may evict keys. A server refusing CONFIG is fine."""
+    """An evicted job is a lost job: say so when the server may evict keys (read from INFO memory, not CONFIG
+    GET, which can read passwords and a least-privilege user should not have). No INFO: no warning."""
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        policy = (await redis.info(section="memory")).get("maxmemory_policy")
     except Exception:
         return
     if policy and policy != "noeviction":

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from .. import keys, timeline
 from .._lua import scripts
-from ..connection import TRANSIENT_ERRORS, describe_error
+from ..connection import describe_error, transient
 from ..failed import failure_record
 from ..logs import get_logger
 from ..outcome import Failed, FailureReason, Outcome, Released, RetryIn, Succeeded
@@ -210,7 +210,9 @@ class Finisher:
             self._keys[5] = keys.timeline_key(self.ctx.queue_key, timeline.minute_of(now / 1000))
             try:
                 lost: list[bytes] = await scripts(self.redis).finish(keys=self._keys, args=args)
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not transient(exc):
+                    return await self._one_by_one(group, exc)
                 if self.outage_since is None:
                     self.outage_since = started
                     log.warning("finish_waiting_for_redis", jobs=len(group), error=describe_error(exc))
@@ -235,3 +237,26 @@ class Finisher:
                 )
                 self.outage_since = None
             return set(lost)
+
+    async def _one_by_one(
+        self, group: list[tuple[Write, asyncio.Future[bool]]], exc: Exception
+    ) -> set[bytes]:
+        """Redis refused the group's write (not an outage: a key of the wrong type, a refused command). Write each
+        job alone, so one job's bad key does not take the others down; a job that still fails is left to its
+        lease."""
+        if len(group) == 1:
+            log.error(
+                "finish_refused",
+                job_id=group[0][0].raw_id.decode(errors="backslashreplace"),
+                error=describe_error(exc),
+                action="left to its lease",
+            )
+            raise FinishNotWritten(describe_error(exc)) from None
+        lost: set[bytes] = set()
+        for item in group:
+            try:
+                lost |= await self._send([item])
+            except FinishNotWritten:
+                if not item[1].done():
+                    item[1].set_exception(FinishNotWritten(describe_error(exc)))
+        return lost
