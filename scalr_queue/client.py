@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from . import keys, metrics
 from ._backends import InlineBackend, Prepared, RedisBackend, backend_for
@@ -382,7 +383,7 @@ class _quiet_redis_call:
             await self._timeout.__aexit__(*exc)
         except TimeoutError:
             return True
-        return exc[1] is not None and isinstance(exc[1], REDIS_DOWN_ERRORS)
+        return exc[1] is not None and isinstance(exc[1], (*REDIS_DOWN_ERRORS, RedisError))
 
 
 def default_client() -> Client:
