@@ -22,7 +22,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry as RedisRetry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -66,7 +66,17 @@ _NAME_MISMATCH = frozenset({62, 64})
 # (NOREPLICAS and MASTERDOWN, which have no class of their own, are told apart by ``not_writable``).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN_ERRORS, OutOfMemoryError)
 # Causes that prove a command never reached Redis: the connection itself could not be made.
-_NEVER_SENT = (ConnectionRefusedError, FileNotFoundError, socket.gaierror, AuthenticationError)
+_NEVER_SENT = (
+    ConnectionRefusedError,
+    FileNotFoundError,
+    socket.gaierror,
+    ssl.SSLError,
+    AuthenticationError,
+    MasterNotFoundError,
+)
+# redis-py's words for a connection that could not be made ("Error 111 connecting to ...", "Timeout connecting to
+# server"), for the causes that have no type of their own; a command is only sent on a made connection.
+_CONNECTING = re.compile(r"(?:Error \S+|Timeout) connecting to")
 _PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
 
 
@@ -233,10 +243,10 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailableError
     if tls is not None:
         advice = _tls_advice(tls.verify_message or str(tls), tls.verify_code in _NAME_MISMATCH)
         return RedisUnavailableError(f"Redis at {where}: {advice}")
-    if (
-        "CERTIFICATE_VERIFY_FAILED" in reason
-    ):  # collected as text: redis-py's Sentinel reports each sentinel so
-        return RedisUnavailableError(f"Redis at {where}: {_tls_advice(reason, 'mismatch' in reason)}")
+    full = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in full:  # collected as text: redis-py's Sentinel reports each sentinel so
+        detail = full[full.index("CERTIFICATE_VERIFY_FAILED") :].split(")")[0]
+        return RedisUnavailableError(f"Redis at {where}: {_tls_advice(detail, 'mismatch' in full)}")
     return RedisUnavailableError(
         f"cannot reach Redis at {where} ({reason}); check that Redis is running and that REDIS_URL points at it"
     )
@@ -295,7 +305,7 @@ def maybe_sent(exc: BaseException) -> bool:
         return False  # Redis answered with an error: the command did not run
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, _NEVER_SENT):
+        if isinstance(seen, _NEVER_SENT) or _CONNECTING.search(str(seen)):
             return False
         seen = seen.__cause__ or seen.__context__
     return True
