@@ -54,6 +54,9 @@ class WriteContext:
     queue_key: str
     worker_id: str
     lease_ms: int
+    keep_result_ms: int | None = (
+        0  # the worker's, for a job that failed before its task was known (None: forever)
+    )
 
 
 def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
@@ -63,7 +66,7 @@ def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
     if isinstance(outcome, Released):
         return Write("P", attempt.raw_id, now_ms() + int(outcome.seconds * 1000), attempt.job_try - 1)
     plan = attempt.plan
-    keep_ms = plan.keep_result_ms if plan is not None else 0
+    keep_ms = plan.keep_result_ms if plan is not None else ctx.keep_result_ms
     if isinstance(outcome, Succeeded):
         data = _result(attempt, ctx, True, outcome.result) if keep_ms != 0 else b""
         return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms)
