@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +35,7 @@ from ..outcome import Aborted, Failed, Outcome, Released, RetryIn, Succeeded
 from ..registry import publish_tasks
 from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms, plan_for
 from ..tasks import Task, as_task, cron_task, to_seconds
+from . import _arq_lines
 from ._background import LagMonitor, LeaseKeeper, Outage, WakeListener
 from ._claim import Claimed, Claimer
 from ._cron import CronScheduler
@@ -43,9 +43,6 @@ from ._finish import Finisher, FinishNotWritten, Write, WriteContext, taken_back
 from ._stop import StopState, cancel_until_done, start_watchdog
 
 log = get_logger("scalr_queue.worker")
-arq_log = logging.getLogger(
-    "arq.worker"
-)  # arq's own start, health and shutdown lines, when that logger is on
 
 Hook = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -190,7 +187,7 @@ class Worker:
         self._outage = Outage()
         self._outage_backoff_s = 0.1
         self._last_arq_health = 0.0
-        self._last_arq_health_line = ""
+        self._arq_health_lines = _arq_lines.HealthLines()
         self._heartbeat: Heartbeat | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
@@ -347,7 +344,7 @@ class Worker:
             redis_version=version,
         )
         if self._arq_lines():
-            arq_log.info("Starting worker for %d functions: %s", len(self.plans), ", ".join(self.plans))
+            _arq_lines.starting(self.plans)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await publish_tasks(self._pool, keys.queue_name(self.queue_name), self.plans.values())
         await _warn_if_evicting(self._pool)
@@ -609,10 +606,7 @@ class Worker:
             f"j_retried={self.jobs_retried} j_ongoing={len(self._attempts)} queued={queued}"
         )
         await self._pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
-        line = info[info.index("j_complete=") :]
-        if self._last_arq_health_line and line != self._last_arq_health_line and self._arq_lines():
-            arq_log.info("recording health: %s", info)
-        self._last_arq_health_line = line
+        self._arq_health_lines.recorded(info, log=self._arq_lines())
 
     def _jobs_started(self) -> int:
         return self.jobs_complete + self.jobs_retried + self.jobs_failed + len(self._attempts)
@@ -687,21 +681,11 @@ class Worker:
             await asyncio.wait(rest, timeout=max(self._stop.left_s(), 0.1))
 
     def _arq_lines(self) -> bool:
-        """Whether arq's own log lines are wanted: its logger is on for INFO (and the runner's are not off)."""
-        return (self.runner is None or self.runner.arq_lines) and arq_log.isEnabledFor(logging.INFO)
+        return _arq_lines.wanted(self.runner is None or self.runner.arq_lines)
 
     def _arq_shutdown_line(self, on: str, then: str) -> None:
-        """arq's shutdown line, with this worker's counts and what happens to the jobs still running."""
-        running = sum(not t.done() for t in self.tasks.values())
-        arq_log.info(
-            "shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d %s",
-            on,
-            self.jobs_complete,
-            self.jobs_failed,
-            self.jobs_retried,
-            running,
-            then,
-        )
+        counts = (self.jobs_complete, self.jobs_failed, self.jobs_retried)
+        _arq_lines.shutdown(on, counts, sum(not t.done() for t in self.tasks.values()), then)
 
     async def close(self) -> None:
         """Stop (if running), end the background tasks, say goodbye to Redis, run ``on_shutdown``."""

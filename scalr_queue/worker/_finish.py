@@ -54,9 +54,8 @@ class WriteContext:
     queue_key: str
     worker_id: str
     lease_ms: int
-    keep_result_ms: int | None = (
-        0  # the worker's, for a job that failed before its task was known (None: forever)
-    )
+    # the worker's keep_result, for a job that failed before its task was known (None: forever)
+    keep_result_ms: int | None = 0
 
 
 def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
