@@ -1,8 +1,10 @@
-"""The worker in process, driven by arq's client: races of a retried job, early failures, ``retry_jobs``."""
+"""The worker in process, driven by arq's client: races of a retried job, early failures, ``retry_jobs``, and a
+stop that leaves the calling process alone."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +14,10 @@ from arq.constants import abort_jobs_ss
 from arq.worker import Retry
 from structlog.testing import capture_logs
 
-from scalr_queue import JobFailedError, keys, wire
+import scalr_queue
+from scalr_queue import JobFailedError, enqueue, keys, wire
 from scalr_queue.testing import RedisServer
-from scalr_queue.worker import Worker
+from scalr_queue.worker import Worker, run
 
 
 @pytest.fixture
@@ -105,3 +108,18 @@ async def test_retry_jobs_false_retries_nothing(pool: ArqRedis) -> None:
     for job in (first, second):
         info = await job.result_info()
         assert info is not None and info.job_try == 1
+
+
+def test_run_leaves_no_watchdog_behind(queue: str) -> None:
+    """Once run() returns, its stop watchdog has stood down: it would end the calling process 20 s later."""
+
+    async def put() -> None:
+        assert await enqueue("add", x=1, y=2) is not None
+        await scalr_queue.close()
+
+    asyncio.run(put())
+    run("tests.apps.basic", burst=True)
+    watchdogs = [t for t in threading.enumerate() if t.name == "scalr_queue stop watchdog"]
+    for thread in watchdogs:
+        thread.join(timeout=5)
+    assert not [t for t in watchdogs if t.is_alive()]

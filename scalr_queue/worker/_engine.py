@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
@@ -139,6 +140,7 @@ class Worker:
         self.lease_s = settings.lease
         self._handle_signals = handle_signals
         self._exit_watchdog = exit_watchdog
+        self._watchdog: threading.Event | None = None  # set: the stop is done, the watchdog stands down
         self._redis_settings = redis_settings
         self._pool: Any = redis_pool
         self._owns_pool = redis_pool is None
@@ -649,7 +651,7 @@ class Worker:
         if sig is not None and self._arq_lines():
             self._arq_shutdown_line(sig.name, "to be completed" if grace_s > 0 else "ongoing to cancel")
         if self._exit_watchdog:
-            start_watchdog(budget + 10.0, "the worker did not stop within its grace period")
+            self._watchdog = start_watchdog(budget + 10.0, "the worker did not stop within its grace period")
 
     async def _wind_down(self) -> None:
         """Let running jobs finish within the grace, cancel (and queue again) the rest, write every outcome."""
@@ -692,6 +694,13 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._close()
+        finally:
+            if self._watchdog is not None:  # stopped: the process may go on (a script after run())
+                self._watchdog.set()
+
+    async def _close(self) -> None:
         if self._stop is None or not self._stop.requested:
             self._request_stop(None, grace_s=0.0)
         if self.main_task is not None and not self.main_task.done():
