@@ -195,9 +195,9 @@ class Runner:
             record = attempt.record = JobRecord.decode(attempt.payload)
         except UndecodableJobError as exc:
             return self._early(attempt, Failed(FailureReason.undecodable_payload, exc))
+        plan = attempt.plan = self.plans.get(record.task)
         if aborted:
             return self._early(attempt, Aborted())
-        plan = attempt.plan = self.plans.get(record.task)
         if plan is None:
             left_s = self.rollout_window_s - (time.time() * 1000 - record.enqueue_ms) / 1000
             if left_s > 0:
@@ -323,6 +323,8 @@ class Runner:
             return Aborted()
         if attempt.cancel_reason == CancelReason.stop:
             return Released(0.0, ReleaseReason.worker_stopping)
+        if not self.retry_jobs:  # the task raised CancelledError itself, and nothing is retried
+            return Failed(FailureReason.raised, exc, _trace(exc))
         return RetryIn(0.0, None)  # the task raised CancelledError itself: arq runs it again
 
     def _asked_to_retry(self, attempt: Attempt, plan: TaskPlan, exc: Retry | RetryJob) -> Outcome:
@@ -339,7 +341,7 @@ class Runner:
     ) -> Outcome:
         error, reason = _classify(exc, timed_out, plan)
         trace = _trace(exc)
-        if reason in _RETRYABLE and attempt.job_try < plan.max_tries:
+        if self.retry_jobs and reason in _RETRYABLE and attempt.job_try < plan.max_tries:
             delay_s = plan.backoff.delay_s(attempt.job_try)
             until_ms = retry_deadline_ms(plan.task.options.retry_until, record.enqueue_ms)
             if until_ms is None or time.time() * 1000 + delay_s * 1000 <= until_ms:
@@ -377,6 +379,8 @@ class Runner:
                     arq_log.info("%6.2fs ↻ %s cancelled, will be run again", t, attempt.ref)
         elif isinstance(outcome, Released):
             log.info("job_released", reason=str(outcome.why), retry_in_s=round(outcome.seconds, 3), **fields)
+            if attempt.started_ms and self._arq_lines_on():  # cancelled by a stop: arq's line for it
+                arq_log.info("%6.2fs ↻ %s cancelled, will be run again", t, attempt.ref)
         elif isinstance(outcome, Aborted):
             log.warning("job_aborted", duration_ms=duration_ms, **fields)
             if self._arq_lines_on():
@@ -395,15 +399,34 @@ class Runner:
                 **fields,
             )
             if self._arq_lines_on():
-                extra = getattr(error, "extra", None)
-                arq_log.error(
-                    "%6.2fs ! %s failed, %s: %s",
-                    t,
-                    attempt.ref,
-                    type(error).__name__,
-                    error,
-                    extra={"extra": extra() if callable(extra) else extra},
-                )
+                self._arq_failure_line(attempt, outcome, t)
+
+    def _arq_failure_line(self, attempt: Attempt, outcome: Failed, t: float) -> None:
+        """arq's own line for this failure: its wording for a job that never reached its task, else ``!``."""
+        reason, error = outcome.reason, outcome.error
+        if reason is FailureReason.unknown_task:
+            arq_log.warning("job %s, function %r not found", attempt.job_id, attempt.task_name)
+        elif reason is FailureReason.expired:
+            arq_log.warning("job %s expired", attempt.job_id)
+        elif reason is FailureReason.undecodable_payload:
+            arq_log.error("deserializing job %s failed: %s", attempt.job_id, error)
+        elif reason is FailureReason.result_not_serializable:
+            arq_log.error("error serializing result of %s: %s", attempt.ref, error)
+        elif reason is FailureReason.max_tries_exceeded and not attempt.started_ms and attempt.plan:
+            since_enqueue = (attempt.claimed_ms - attempt.record.enqueue_ms) / 1000 if attempt.record else t
+            arq_log.warning(
+                "%6.2fs ! %s max retries %d exceeded", since_enqueue, attempt.ref, attempt.plan.max_tries
+            )
+        else:
+            extra = getattr(error, "extra", None)
+            arq_log.error(
+                "%6.2fs ! %s failed, %s: %s",
+                t,
+                attempt.ref,
+                type(error).__name__,
+                error,
+                extra={"extra": extra() if callable(extra) else extra},
+            )
 
     def _arq_lines_on(self) -> bool:
         return self.arq_lines and arq_log.isEnabledFor(logging.INFO)

@@ -27,6 +27,17 @@ import scalr_queue
 from scalr_queue.testing import RedisServer, reset
 
 ROOT = Path(__file__).resolve().parent.parent
+# arq's fixtures for its own suite (tests/test_arq_suite.py copies them beside arq's tests): not ours to load.
+collect_ignore = ["arq_suite"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The arq suite's counts (tests/test_arq_suite.py records them), in the summary of every run."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, line in getattr(report, "user_properties", []):
+                if name == "arq_suite":
+                    terminalreporter.write_line(str(line))
 
 
 @pytest.fixture(scope="session")

@@ -287,7 +287,9 @@ async def test_the_workers_warning_names_a_command_and_a_page_that_exist(
     assert "jobs_waiting_on_arq_default_queue" in (ROOT / warning["docs"]).read_text()
     assert "moved 1 job(s)" in run_migrate(*command.group(1).split()[2:])
     queue = warning["serving"]
-    assert await own_redis[1].exists(f"arq:result:{job.job_id}") or await own_redis[1].zscore(queue, job.job_id)
+    assert await own_redis[1].exists(f"arq:result:{job.job_id}") or await own_redis[1].zscore(
+        queue, job.job_id
+    )
     for _ in range(100):
         if await own_redis[1].exists(f"arq:result:{job.job_id}"):
             break

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
@@ -37,10 +38,11 @@ from ..records import PICKLE_MARK
 from ..registry import publish_tasks
 from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms, plan_for
 from ..tasks import Task, as_task, cron_task, to_seconds
+from . import _arq_lines
 from ._background import LagMonitor, LeaseKeeper, Outage, WakeListener
 from ._claim import Claimed, Claimer
 from ._cron import CronScheduler
-from ._finish import Finisher, FinishNotWritten, WriteContext, taken_back, write_for
+from ._finish import Finisher, FinishNotWritten, Write, WriteContext, taken_back, write_for
 from ._stop import StopState, cancel_until_done, start_watchdog
 
 log = get_logger("scalr_queue.worker")
@@ -121,7 +123,11 @@ class Worker:
         self.idle_wait_s = max(self.poll_delay_s, 0.05) if self.poll_delay_s is not None else IDLE_WAIT_S
         self.queue_read_limit = queue_read_limit or max(self.max_jobs * 5, 100)
         self.max_tries = settings.max_tries if max_tries is None else max_tries
-        self.health_check_interval = to_seconds(health_check_interval) or ARQ_HEALTH_CHECK_INTERVAL_S
+        self.health_check_interval = (
+            ARQ_HEALTH_CHECK_INTERVAL_S
+            if health_check_interval is None
+            else to_seconds(health_check_interval) or 0.0
+        )
         self.health_check_key = health_check_key or keys.arq_health_check_key(self.queue_name)
         self.ctx: dict[Any, Any] = ctx if ctx is not None else {}
         self.retry_jobs = retry_jobs
@@ -136,6 +142,7 @@ class Worker:
         self.lease_s = settings.lease
         self._handle_signals = handle_signals
         self._exit_watchdog = exit_watchdog
+        self._watchdog: threading.Event | None = None  # set: the stop is done, the watchdog stands down
         self._redis_settings = redis_settings
         self._pool: Any = redis_pool
         self._owns_pool = redis_pool is None
@@ -184,6 +191,7 @@ class Worker:
         self._outage = Outage()
         self._outage_backoff_s = 0.1
         self._last_arq_health = 0.0
+        self._arq_health_lines = _arq_lines.HealthLines()
         self._heartbeat: Heartbeat | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
@@ -226,6 +234,8 @@ class Worker:
         """arq's: run in burst mode, raise ``FailedJobs`` if any job failed, else return how many completed."""
         if retry_jobs is not None:
             self.retry_jobs = retry_jobs
+            if self.runner is not None:
+                self.runner.retry_jobs = retry_jobs
         if max_burst_jobs is not None:
             self.max_burst_jobs = max_burst_jobs
         self.burst = True
@@ -282,7 +292,12 @@ class Worker:
         self.ctx["redis"] = self._pool
         self.ctx["scalr_queue"] = self.state
         self._claimer = Claimer(self._pool, self.queue_name, self.lease_s, self.worker_id)
-        write_ctx = WriteContext(self.queue_name, self.worker_id, int(self.lease_s * 1000))
+        write_ctx = WriteContext(
+            self.queue_name,
+            self.worker_id,
+            int(self.lease_s * 1000),
+            keep_result_ms=None if self.keep_result_forever else int(self.keep_result_s * 1000),
+        )
         self._write_ctx = write_ctx
         self._finisher = Finisher(
             self._pool,
@@ -309,7 +324,14 @@ class Worker:
         await self._heartbeat.start()
         await self._announce()
         loop = asyncio.get_running_loop()
-        self._leases = LeaseKeeper(self._pool, self.worker_id, self.lease_s, lambda: self._attempts)
+        # Only tries still running: once a try's outcome is decided, its write proves the job is ours by the try
+        # counter, and renewing could re-create the lease of a job that write just queued again.
+        self._leases = LeaseKeeper(
+            self._pool,
+            self.worker_id,
+            self.lease_s,
+            lambda: {raw: a for raw, a in self._attempts.items() if a.outcome is None},
+        )
         self._listener = WakeListener(self._pool, self.queue_name, self.idle_wait_s, self._outage)
         self._lag = LagMonitor(lambda: self._attempts)
         self._background = [
@@ -332,6 +354,8 @@ class Worker:
             redis_url=describe(self.settings),
             redis_version=info.get("redis_version"),
         )
+        if self._arq_lines():
+            _arq_lines.starting(self.plans)
         with contextlib.suppress(RedisError, OSError):  # producers then check nothing: no reason to stop
             await publish_tasks(self._pool, keys.queue_name(self.queue_name), self.plans.values())
         await _warn_if_evicting(self._pool)
@@ -443,13 +467,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for job in claimed:
             mine = self._attempts.get(job.raw_id)
-            if (
-                mine is not None
-            ):  # our own running job, claimed again after an outage: keep it, hand the try back
-                log.warning("lease_retaken", job_id=job.job_id, reason="claimed again after a Redis outage")
-                write = loop.create_task(self._finisher.write(taken_back(mine, job.job_try, self._write_ctx)))
-                self._side_writes.add(write)
-                write.add_done_callback(self._side_writes.discard)
+            if mine is not None:
+                self._claimed_again(mine, job)
                 continue
             attempt = Attempt(
                 job.job_id, job.raw_id, job.score, job.job_try, job.payload, now_ms(), job.job_try
@@ -464,6 +483,38 @@ class Worker:
                 self.job_counter += 1
                 self.job_tasks[job.job_id] = task
                 self.state.running[job.job_id] = attempt.task_name
+
+    def _claimed_again(self, mine: Attempt, job: Claimed) -> None:
+        """A job this worker holds a try of, claimed again. While that try runs, the claim came after an outage
+        longer than the lease: keep the lease, hand the try back. Once the try has its outcome, the claim is the
+        job's next try if that outcome's write (a retry, a put-back) came first: decided when the write is done."""
+        loop = asyncio.get_running_loop()
+        if mine.outcome is None:
+            log.warning("lease_retaken", job_id=job.job_id, reason="claimed again after a Redis outage")
+            side = loop.create_task(self._finisher.write(taken_back(mine, job.job_try, self._write_ctx)))
+        else:
+            side = loop.create_task(self._next_try_after(self.tasks.get(mine.job_id), job))
+        self._side_writes.add(side)
+        side.add_done_callback(self._side_writes.discard)
+
+    async def _next_try_after(self, previous: asyncio.Task[Any] | None, job: Claimed) -> bool:
+        """Start ``job`` once ``previous`` (its last try) has written its outcome, if the lease is still ours: the
+        write came first and queued the job again. If it is gone, the write came second and queued (or ended)
+        the job itself: the claim is dropped, and the try it counted was set back by that write."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            holder = await self._pool.get(keys.IN_PROGRESS_PREFIX.encode() + job.raw_id)
+        except (RedisError, OSError):
+            return False  # left to its lease
+        if holder != self.worker_id.encode():
+            return False
+        if not self.allow_pick_jobs:  # stopping meanwhile: put it back, the try handed back
+            return await self._finisher.write(
+                Write("P", job.raw_id, now_ms(), job.job_try - 1, counter=job.job_try)
+            )
+        self._start_claimed([job])
+        return True
 
     async def _process(self, attempt: Attempt) -> None:
         """Run one attempt (unless its outcome is decided already), write its outcome, free its slot."""
@@ -591,6 +642,7 @@ class Worker:
             f"j_retried={self.jobs_retried} j_ongoing={len(self._attempts)} queued={queued}"
         )
         await self._pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
+        self._arq_health_lines.recorded(info, log=self._arq_lines())
 
     def _jobs_started(self) -> int:
         return self.jobs_complete + self.jobs_retried + self.jobs_failed + len(self._attempts)
@@ -630,8 +682,10 @@ class Worker:
             running=len(self._attempts),
             grace_s=grace_s,
         )
+        if sig is not None and self._arq_lines():
+            self._arq_shutdown_line(sig.name, "to be completed" if grace_s > 0 else "ongoing to cancel")
         if self._exit_watchdog:
-            start_watchdog(budget + 10.0, "the worker did not stop within its grace period")
+            self._watchdog = start_watchdog(budget + 10.0, "the worker did not stop within its grace period")
 
     async def _wind_down(self) -> None:
         """Let running jobs finish within the grace, cancel (and queue again) the rest, write every outcome."""
@@ -646,6 +700,8 @@ class Worker:
                 await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 pending = {t for t in pending if not t.done()}
             hurry.cancel()
+        if self._grace_s > 0 and self._stop.signal is not None and self._arq_lines():
+            self._arq_shutdown_line(f"{self._stop.signal.name}, wait complete", "ongoing to cancel")
         for attempt in self._attempts.values():
             if attempt.outcome is None and attempt.cancel_reason is None:
                 attempt.cancel_reason = CancelReason.stop
@@ -660,11 +716,25 @@ class Worker:
         if rest:
             await asyncio.wait(rest, timeout=max(self._stop.left_s(), 0.1))
 
+    def _arq_lines(self) -> bool:
+        return _arq_lines.wanted(self.runner is None or self.runner.arq_lines)
+
+    def _arq_shutdown_line(self, on: str, then: str) -> None:
+        counts = (self.jobs_complete, self.jobs_failed, self.jobs_retried)
+        _arq_lines.shutdown(on, counts, sum(not t.done() for t in self.tasks.values()), then)
+
     async def close(self) -> None:
         """Stop (if running), end the background tasks, say goodbye to Redis, run ``on_shutdown``."""
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._close()
+        finally:
+            if self._watchdog is not None:  # stopped: the process may go on (a script after run())
+                self._watchdog.set()
+
+    async def _close(self) -> None:
         if self._stop is None or not self._stop.requested:
             self._request_stop(None, grace_s=0.0)
         if self.main_task is not None and not self.main_task.done():

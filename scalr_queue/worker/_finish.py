@@ -55,6 +55,8 @@ class WriteContext:
     queue_key: str
     worker_id: str
     lease_ms: int
+    # the worker's keep_result, for a job that failed before its task was known (None: forever)
+    keep_result_ms: int | None = 0
 
 
 def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
@@ -66,7 +68,7 @@ def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
         due = now_ms() + int(outcome.seconds * 1000)
         return Write("P", attempt.raw_id, due, attempt.job_try - 1, counter=attempt.counter)
     plan = attempt.plan
-    keep_ms = plan.keep_result_ms if plan is not None else 0
+    keep_ms = plan.keep_result_ms if plan is not None else ctx.keep_result_ms
     if isinstance(outcome, Succeeded):
         data = _result(attempt, ctx, True, outcome.result) if keep_ms != 0 else b""
         return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms, counter=attempt.counter)

@@ -52,11 +52,14 @@ class StopState:
 __all__ = ["StopState", "cancel_until_done", "start_watchdog"]
 
 
-def start_watchdog(deadline_s: float, describe: str) -> threading.Thread:
-    """End this process if it is still running ``deadline_s`` from now: the last resort of a stop."""
+def start_watchdog(deadline_s: float, describe: str) -> threading.Event:
+    """End this process if it is still running ``deadline_s`` from now: the last resort of a stop. Set the event
+    it returns once the stop is done, or the process (say, a script that called ``run()``) ends later anyway."""
+    disarmed = threading.Event()
 
     def watch() -> None:
-        time.sleep(deadline_s)
+        if disarmed.wait(deadline_s):
+            return
         sys.stderr.write(
             f'{{"event": "worker_killed_by_watchdog", "level": "error", "waited_s": {deadline_s:.1f}, '
             f'"reason": "{describe}"}}\n'
@@ -66,4 +69,4 @@ def start_watchdog(deadline_s: float, describe: str) -> threading.Thread:
 
     thread = threading.Thread(target=watch, name="scalr_queue stop watchdog", daemon=True)
     thread.start()
-    return thread
+    return disarmed
