@@ -20,18 +20,18 @@ from redis.asyncio.connection import Connection
 _send = Connection.send_packed_command
 _write = Connection._send_packed_command
 ARMED = {"blpop": False, "any": False}
-SENDER: dict[str, Any] = {"task": None, "cancel": None}
+SENDER: dict[str, Any] = {"cancel": None}
 
 
 async def _send_noting_sender(self: Connection, command: Any, check_health: bool = True) -> None:
-    SENDER["task"] = asyncio.current_task()
+    self._trap_sender = asyncio.current_task()  # type: ignore[attr-defined]  # per connection: the task sending on it
     await _send(self, command, check_health)
 
 
 async def _write_then_stop(self: Connection, command: Any) -> None:
     await _write(self, command)
     loop = asyncio.get_running_loop()
-    sender = SENDER["task"]
+    sender = getattr(self, "_trap_sender", None)
     if ARMED["blpop"] and any(b"BLPOP" in bytes(part)[:48] for part in command):
         ARMED["blpop"] = False
         signal.raise_signal(signal.SIGTERM)
