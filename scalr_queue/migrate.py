@@ -102,24 +102,21 @@ def reencode(raw: bytes) -> JobRecord:
         data = pickle.loads(raw)  # the operator asked for it (--unpickle)
     except Exception as exc:
         raise UndecodableJobError(f"cannot unpickle it: {type(exc).__name__}: {str(exc)[:120]}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("f"), str):
+    if not isinstance(data, dict):
         raise UndecodableJobError(f"the unpickled value is {type(data).__name__}, not an arq job")
-    task, args, kwargs = data["f"], data.get("a") or (), data.get("k") or {}
-    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise UndecodableJobError("its arguments are not a tuple and a dict")
-    positional = {f"positional argument {n}": value for n, value in enumerate(args, 1)}
-    for name, value in {**positional, **kwargs}.items():
+    if "et" not in data:
+        data = {**data, "et": int(time.time() * 1000)}
+    if isinstance(data.get("a"), tuple):  # pickle keeps arq's tuple of positional arguments
+        data = {**data, "a": list(data["a"])}
+    record = JobRecord.from_dict(data)
+    positional = {f"positional argument {n}": value for n, value in enumerate(record.args, 1)}
+    for name, value in {**positional, **record.kwargs}.items():
         if not isinstance(name, str):
             raise UndecodableJobError(f"a keyword argument name is {name!r}, not a string")
-        wire.encode_arguments(task, {name: value}, {name: value})  # enqueue's checks, enqueue's message
-    enqueue_ms = data.get("et")
-    return JobRecord(
-        task=task,
-        kwargs=kwargs,
-        enqueue_ms=enqueue_ms if isinstance(enqueue_ms, int) else int(time.time() * 1000),
-        args=tuple(args),
-        job_try=data.get("t") if type(data.get("t")) is int else None,
-    )
+        wire.encode_arguments(
+            record.task, {name: value}, {name: value}
+        )  # enqueue's checks, enqueue's message
+    return record
 
 
 def _task_name(raw: bytes | None) -> str | None:

@@ -68,7 +68,11 @@ class JobRecord:
 
     @classmethod
     def decode(cls, raw: bytes) -> JobRecord:
-        data = _object(raw, "job")
+        return cls.from_dict(_object(raw, "job"))
+
+    @classmethod
+    def from_dict(cls, data: dict[Any, Any]) -> JobRecord:
+        """A job in arq's shape (decoded JSON, or an unpickled arq job), every field checked."""
         task = data.get("f")
         if not isinstance(task, str) or not task:
             raise UndecodableJobError(f"the task name (f) is {_shown(task)}, not a non-empty string")
@@ -143,7 +147,10 @@ class ResultRecord:
 
     @classmethod
     def decode(cls, raw: bytes, job_id: str = "?") -> ResultRecord:
-        data = _object(raw, "result")
+        return cls.from_dict(_object(raw, "result"), job_id)
+
+    @classmethod
+    def from_dict(cls, data: dict[Any, Any], job_id: str = "?") -> ResultRecord:
         success = data.get("s")
         if not isinstance(success, bool):
             raise UndecodableJobError(f"the success flag (s) is {_shown(success)}, not true or false")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from .exceptions import WorkerSettingsError
+
 BackoffSpec = Literal["exponential"] | float | int | timedelta | Sequence[float | int | timedelta]
 
 EXPONENTIAL_BASE_S = 2.0
@@ -39,17 +41,17 @@ class Backoff:
         if isinstance(spec, Backoff):
             return spec
         if isinstance(spec, str):
-            raise ValueError(
+            raise WorkerSettingsError(
                 f"backoff must be 'exponential', a number of seconds or a list of them, not {spec!r}"
             )
         if isinstance(spec, int | float | timedelta):
             seconds = _seconds(spec)
             if seconds < 0:
-                raise ValueError("a backoff delay cannot be negative")
+                raise WorkerSettingsError("a backoff delay cannot be negative")
             return cls("fixed", (seconds,), cap_s)
         delays = tuple(_seconds(d) for d in spec)
         if not delays or any(d < 0 for d in delays):
-            raise ValueError("a backoff list needs at least one delay, none negative")
+            raise WorkerSettingsError("a backoff list needs at least one delay, none negative")
         return cls("list", delays, cap_s)
 
     def delay_s(self, failed_try: int, *, rng: random.Random | None = None) -> float:
@@ -71,7 +73,7 @@ def parse_backoff_setting(value: str) -> Backoff:
     try:
         numbers = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(
+        raise WorkerSettingsError(
             "use 'exponential', a number of seconds, or a comma-separated list such as 1,5,30"
         ) from None
     return Backoff.parse(numbers[0] if len(numbers) == 1 else numbers)

@@ -256,7 +256,7 @@ def task(
     a failed job is not tried again. ``queue`` is where ``enqueue`` sends the task when the caller names none.
     """
     if max_tries is not None and max_tries < 1:
-        raise ValueError("max_tries must be at least 1")
+        raise WorkerSettingsError("max_tries must be at least 1")
     options = TaskOptions(
         max_tries=max_tries,
         timeout_s=to_seconds(timeout),

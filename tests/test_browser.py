@@ -61,7 +61,7 @@ async def test_overview_and_a_job_moving_to_complete(
     await expect(row).to_be_visible()
     await expect(row.locator("td").nth(5)).to_have_text("1")  # one live worker
     await page.goto(f"{base}/jobs/{job.job_id}")
-    await expect(page.locator("[data-state]")).to_have_attribute("data-state", "in-progress", timeout=WAIT_MS)
+    await expect(page.locator("[data-state]")).to_have_attribute("data-state", "in_progress", timeout=WAIT_MS)
     await page.check("#live-toggle")
     await expect(page.locator("[data-state]")).to_have_attribute("data-state", "complete", timeout=WAIT_MS)
     await expect(page.locator("h2", has_text="Result")).to_be_visible()

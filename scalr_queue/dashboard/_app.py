@@ -197,7 +197,7 @@ def _back(form: dict[str, str]) -> str:
 
 def _state(value: str | None) -> listing.State:
     try:
-        return listing.State(value or "queued")
+        return listing.State((value or "queued").replace("-", "_"))  # old links spelt in-progress
     except ValueError:
         return listing.State.queued
 

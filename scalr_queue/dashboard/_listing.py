@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 
 from .. import keys
 from ..failed import FailedJob, FailedStore
+from ..records import JobStatus
 from ..stats import SCAN_LIMIT
 from . import _records as records
 
@@ -28,11 +29,13 @@ FILTER_PEEK_BYTES = 256  # of a payload looked at for a task filter: its task na
 
 
 class State(StrEnum):
-    queued = "queued"
-    deferred = "deferred"
-    in_progress = "in-progress"
-    complete = "complete"
-    failed = "failed"
+    """The job lists a queue's page shows: the package's JobStatus values (one spelling everywhere)."""
+
+    queued = JobStatus.queued.value
+    deferred = JobStatus.deferred.value
+    in_progress = JobStatus.in_progress.value
+    complete = JobStatus.complete.value
+    failed = JobStatus.failed.value
 
 
 @dataclass

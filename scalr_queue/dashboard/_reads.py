@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 
 from .. import keys, timeline
+from ..exceptions import UndecodableJobError
 from ..failed import FailedJob, FailedStore
+from ..records import JobRecord, JobStatus, ResultRecord
 from ..stats import queue_counts
 from . import _records as records
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,7 +143,7 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
     if job_raw is None and result_raw is None and failed_raw is None and not queued_in:
         return None
     view = JobView(job_id=job_id, state="expired")
-    payload, result = records.loads(job_raw), records.loads(result_raw)
+    payload, result = _decoded(JobRecord.decode, job_raw), _decoded(ResultRecord.decode, result_raw)
     if job_raw is not None and payload is None:
         view.corrupt.append(f"job payload: {records.preview(job_raw)}")
     if result_raw is not None and result is None:
@@ -147,20 +152,20 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
     if failed_raw is not None and failure is None:
         view.corrupt.append(f"failure record: {records.preview(failed_raw)}")
     view.failure = failure
-    source = payload or result or {}
-    task = source.get("f")
-    view.task = task if isinstance(task, str) else failure.task if failure else None
-    view.kwargs = source.get("k", failure.kwargs if failure else None)
-    tries = records.integer(records.text(tries_raw)) if tries_raw is not None else None
-    view.tries = (
-        tries
-        if tries is not None
-        else records.integer(source.get("t")) or (failure.tries if failure else None)
+    view.task = payload.task if payload else result.task if result else failure.task if failure else None
+    view.kwargs = (
+        payload.kwargs if payload else result.kwargs if result else failure.kwargs if failure else None
     )
+    tries = records.integer(records.text(tries_raw)) if tries_raw is not None else None
+    if tries is None:
+        tries = (payload.job_try if payload else result.job_try if result else None) or (
+            failure.tries if failure else None
+        )
+    view.tries = tries
     view.max_tries = failure.max_tries if failure else None
     view.queue = queued_in[0][0] if queued_in else None
-    if view.queue is None and result is not None and isinstance(result.get("q"), str):
-        view.queue = keys.queue_name(result["q"])
+    if view.queue is None and result is not None and result.queue:
+        view.queue = keys.queue_name(result.queue)
     if view.queue is None and failure is not None:
         view.queue = failure.queue
     running = isinstance(lease, int) and (lease > 0 or lease == -1)
@@ -169,35 +174,44 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
         view.run_at_ms = queued_in[0][1]
     view.state = _state(result, failure, running, view.run_at_ms, bool(job_raw or result_raw))
     if result is not None:
-        view.has_result = bool(result.get("s"))
-        if result.get("s"):
-            view.result = result.get("r")
+        view.has_result = result.success
+        if result.success:
+            view.result = result.result
         else:
-            stored = result.get("r")
-            view.error = stored if isinstance(stored, dict) else {"type": "Error", "message": str(stored)}
+            view.error = result.error
     if running:
         view.worker = await _runner(redis, view.queue, job_id)
     elif failure is not None:
         view.worker = failure.worker_id
-    view.timeline = _events(view, source, result, failure)
+    view.timeline = _events(view, payload, result, failure)
     return view
 
 
+def _decoded(decode: Callable[[bytes], T], raw: bytes | None) -> T | None:
+    """A record from Redis, typed; None if absent or not one (shown as corrupt instead)."""
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except UndecodableJobError:
+        return None
+
+
 def _state(
-    result: dict[str, Any] | None,
+    result: ResultRecord | None,
     failure: FailedJob | None,
     running: bool,
     run_at_ms: float | None,
     data: bool,
 ) -> str:
     if running:
-        return "in-progress"
+        return JobStatus.in_progress
     if run_at_ms is not None:
-        return "deferred" if run_at_ms > time.time() * 1000 else "queued"
+        return JobStatus.deferred if run_at_ms > time.time() * 1000 else JobStatus.queued
     if result is not None:
-        return "complete" if result.get("s") else "failed"
+        return JobStatus.complete if result.success else JobStatus.failed
     if failure is not None:
-        return "failed"
+        return JobStatus.failed
     return "expired" if not data else "unknown"
 
 
@@ -212,25 +226,25 @@ async def _runner(redis: ArqRedis, queue: str | None, job_id: str) -> str | None
 
 
 def _events(
-    view: JobView, source: dict[str, Any], result: dict[str, Any] | None, failure: FailedJob | None
+    view: JobView, payload: JobRecord | None, result: ResultRecord | None, failure: FailedJob | None
 ) -> list[Event]:
     events = []
-    enqueued = records.integer(source.get("et"))
-    if enqueued is not None:
+    enqueued = payload.enqueue_ms if payload else result.enqueue_ms if result else None
+    if enqueued:
         events.append(Event(enqueued, "enqueued"))
     elif failure is not None and failure.enqueued_at:
         events.append(Event(records.iso_to_ms(failure.enqueued_at), "enqueued"))
     if view.run_at_ms is not None:
-        events.append(Event(view.run_at_ms, "due" if view.state != "in-progress" else "due (claimed)"))
+        events.append(
+            Event(view.run_at_ms, "due" if view.state != JobStatus.in_progress else "due (claimed)")
+        )
     if result is not None:
-        started, finished = records.integer(result.get("st")), records.integer(result.get("ft"))
-        tries = records.integer(result.get("t"))
-        label = f"try {tries} started" if tries else "last try started"
-        if started is not None:
-            events.append(Event(started, label))
-        if finished is not None:
-            events.append(Event(finished, "succeeded" if result.get("s") else "failed"))
-    if view.state == "in-progress":
+        label = f"try {result.job_try} started" if result.job_try else "last try started"
+        if result.start_ms:
+            events.append(Event(result.start_ms, label))
+        if result.finish_ms:
+            events.append(Event(result.finish_ms, "succeeded" if result.success else "failed"))
+    if view.state == JobStatus.in_progress:
         events.append(Event(None, f"running now{f' on {view.worker}' if view.worker else ''}"))
     if failure is not None:
         events.append(

@@ -144,7 +144,7 @@ class Worker:
         self._exit_watchdog = exit_watchdog
         self._watchdog: threading.Event | None = None  # set: the stop is done, the watchdog stands down
         self._redis_settings = redis_settings
-        self._pool: Any = redis_pool
+        self._redis: Any = redis_pool
         self._owns_pool = redis_pool is None
 
         self.cron_jobs: list[CronJob] = list(cron_jobs or [])
@@ -215,7 +215,7 @@ class Worker:
 
     @property
     def pool(self) -> Any:
-        return self._pool
+        return self._redis
 
     def run(self) -> None:
         """Run until stopped (a signal, or an empty queue with ``burst``), then close; on uvloop if installed."""
@@ -280,7 +280,7 @@ class Worker:
         self._started = True
         self._stop = StopState()
         self._wake = asyncio.Event()
-        if self._pool is None:
+        if self._redis is None:
             url_settings = self.settings
             if self._redis_settings is not None:
                 from ._settings import redis_url_from_settings
@@ -288,10 +288,10 @@ class Worker:
                 url_settings = self.settings.model_copy(
                     update={"redis_url": redis_url_from_settings(self._redis_settings)}
                 )
-            self._pool = create_redis(url_settings)
-        self.ctx["redis"] = self._pool
+            self._redis = create_redis(url_settings)
+        self.ctx["redis"] = self._redis
         self.ctx["scalr_queue"] = self.state
-        self._claimer = Claimer(self._pool, self.queue_name, self.lease_s, self.worker_id)
+        self._claimer = Claimer(self._redis, self.queue_name, self.lease_s, self.worker_id)
         write_ctx = WriteContext(
             self.queue_name,
             self.worker_id,
@@ -300,7 +300,7 @@ class Worker:
         )
         self._write_ctx = write_ctx
         self._finisher = Finisher(
-            self._pool,
+            self._redis,
             write_ctx,
             failed_max_age_s=self.settings.failed_max_age,
             failed_max_count=self.settings.failed_max_count,
@@ -320,19 +320,19 @@ class Worker:
             self._add_signal_handlers()
         if self.on_startup is not None:
             await self.on_startup(self.ctx)
-        self._heartbeat = Heartbeat(self._pool, self.state, self.settings.health_interval)
+        self._heartbeat = Heartbeat(self._redis, self.state, self.settings.health_interval)
         await self._heartbeat.start()
         await self._announce()
         loop = asyncio.get_running_loop()
         # Only tries still running: once a try's outcome is decided, its write proves the job is ours by the try
         # counter, and renewing could re-create the lease of a job that write just queued again.
         self._leases = LeaseKeeper(
-            self._pool,
+            self._redis,
             self.worker_id,
             self.lease_s,
             lambda: {raw: a for raw, a in self._attempts.items() if a.outcome is None},
         )
-        self._listener = WakeListener(self._pool, self.queue_name, self.idle_wait_s, self._outage)
+        self._listener = WakeListener(self._redis, self.queue_name, self.idle_wait_s, self._outage)
         self._lag = LagMonitor(lambda: self._attempts)
         self._background = [
             loop.create_task(self._leases.run(self._stop), name="scalr_queue leases"),
@@ -344,7 +344,7 @@ class Worker:
         """Say who we are, publish the task registry, and warn about what would lose or strand jobs."""
         info: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # INFO is @dangerous: a least-privilege user may not have it
-            info = await redis_info(self._pool)
+            info = await redis_info(self._redis)
         log.info(
             "worker_started",
             worker_id=self.worker_id,
@@ -357,8 +357,8 @@ class Worker:
         if self._arq_lines():
             _arq_lines.starting(self.plans)
         with contextlib.suppress(RedisError, OSError):  # producers then check nothing: no reason to stop
-            await publish_tasks(self._pool, keys.queue_name(self.queue_name), self.plans.values())
-        await _warn_if_evicting(self._pool)
+            await publish_tasks(self._redis, keys.queue_name(self.queue_name), self.plans.values())
+        await _warn_if_evicting(self._redis)
         await self._warn_about_other_queues()
 
     async def _warn_about_other_queues(self) -> None:
@@ -367,11 +367,11 @@ class Worker:
         if self.queue_name == keys.ARQ_DEFAULT_QUEUE:
             return
         with contextlib.suppress(Exception):
-            waiting = await self._pool.zcard(keys.ARQ_DEFAULT_QUEUE)
+            waiting = await self._redis.zcard(keys.ARQ_DEFAULT_QUEUE)
             if not waiting:
                 return
-            sample = await self._pool.zrange(keys.ARQ_DEFAULT_QUEUE, 0, 0)
-            raw = await self._pool.get(keys.JOB_PREFIX.encode() + sample[0]) if sample else None
+            sample = await self._redis.zrange(keys.ARQ_DEFAULT_QUEUE, 0, 0)
+            raw = await self._redis.get(keys.JOB_PREFIX.encode() + sample[0]) if sample else None
             pickled = isinstance(raw, bytes) and raw.startswith(PICKLE_MARK)
             here = keys.queue_name(self.queue_name)
             move = f"`scalr-queue migrate arq:queue --to {here}{' --unpickle' if pickled else ''}`"
@@ -504,7 +504,7 @@ class Worker:
         if previous is not None:
             await asyncio.wait([previous])
         try:
-            holder = await self._pool.get(keys.IN_PROGRESS_PREFIX.encode() + job.raw_id)
+            holder = await self._redis.get(keys.IN_PROGRESS_PREFIX.encode() + job.raw_id)
         except (RedisError, OSError):
             return False  # left to its lease
         if holder != self.worker_id.encode():
@@ -620,7 +620,7 @@ class Worker:
         running = [a for a in self._attempts.values() if a.outcome is None and a.cancel_reason is None]
         if not running:
             return
-        scores = await self._pool.zmscore(keys.ABORT_KEY, [a.raw_id for a in running])
+        scores = await self._redis.zmscore(keys.ABORT_KEY, [a.raw_id for a in running])
         for attempt, score in zip(running, scores, strict=True):
             if score is None:
                 continue
@@ -636,12 +636,12 @@ class Worker:
         if now - self._last_arq_health < self.health_check_interval:
             return
         self._last_arq_health = now
-        queued = await self._pool.zcard(self.queue_name)
+        queued = await self._redis.zcard(self.queue_name)
         info = (
             f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
             f"j_retried={self.jobs_retried} j_ongoing={len(self._attempts)} queued={queued}"
         )
-        await self._pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
+        await self._redis.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info)
         self._arq_health_lines.recorded(info, log=self._arq_lines())
 
     def _jobs_started(self) -> int:
@@ -655,12 +655,12 @@ class Worker:
         if self._attempts:
             return False
         try:
-            return bool(await self._pool.zcard(self.queue_name) == 0 or await self._paused())
+            return bool(await self._redis.zcard(self.queue_name) == 0 or await self._paused())
         except (RedisError, OSError):
             return False
 
     async def _paused(self) -> bool:
-        return bool(await self._pool.exists(keys.paused_key(self.queue_name)))
+        return bool(await self._redis.exists(keys.paused_key(self.queue_name)))
 
     # --- stop --------------------------------------------------------------------------------------------------
 
@@ -746,12 +746,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in self._signals_added:
             loop.remove_signal_handler(sig)
-        if self._pool is None or not self._started:
+        if self._redis is None or not self._started:
             return
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         with contextlib.suppress(RedisError, OSError):
-            await self._pool.delete(self.health_check_key)
+            await self._redis.delete(self.health_check_key)
         if self.on_shutdown is not None:
             await self.on_shutdown(self.ctx)
         log.info(
@@ -762,7 +762,7 @@ class Worker:
             retried=self.state.retried,
         )
         with contextlib.suppress(RedisError, OSError):
-            await self._pool.aclose(close_connection_pool=True)
+            await self._redis.aclose(close_connection_pool=True)
 
 
 _METRIC_OUTCOMES: dict[type, str] = {
