@@ -29,14 +29,23 @@ EXPIRES_EXTRA_MS = 86_400_000
 class CronScheduler:
     """Keeps each cron job's next run and queues it when it comes near."""
 
-    def __init__(self, cron_jobs: Sequence[CronJob], tz: tzinfo | None, queue_key: str) -> None:
+    def __init__(
+        self,
+        cron_jobs: Sequence[CronJob],
+        tz: tzinfo | None,
+        queue_key: str,
+        lookahead_s: float = LOOKAHEAD_S,
+    ) -> None:
         self.cron_jobs = list(cron_jobs)
         self.tz = tz
         self.queue_key = queue_key
+        self.lookahead_s = lookahead_s
 
     def next_queue_time(self) -> float | None:
         """When (epoch seconds) the next run should be queued; None: nothing scheduled yet."""
-        times = [cj.next_run.timestamp() - LOOKAHEAD_S for cj in self.cron_jobs if cj.next_run is not None]
+        times = [
+            cj.next_run.timestamp() - self.lookahead_s for cj in self.cron_jobs if cj.next_run is not None
+        ]
         return min(times) if times else None
 
     def due(self, now: datetime) -> list[CronJob]:
@@ -49,7 +58,7 @@ class CronScheduler:
                 else:
                     cron_job.calculate_next(now)
                     continue
-            if cron_job.next_run.timestamp() - LOOKAHEAD_S <= now.timestamp():
+            if cron_job.next_run.timestamp() - self.lookahead_s <= now.timestamp():
                 found.append(cron_job)
         return found
 

@@ -278,6 +278,10 @@ class Worker:
         if self._started:
             return
         self._started = True
+        if (
+            self.burst
+        ):  # cron runs queued when due, not ahead: an empty queue between ticks ends a burst (arq's rule)
+            self.cron.lookahead_s = 0.0
         self._stop = StopState()
         self._wake = asyncio.Event()
         if self._redis is None:
