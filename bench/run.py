@@ -195,13 +195,18 @@ async def due_time(kind: type[System], url: str, n: int) -> dict[str, float]:
     rng = random.Random(7)
     try:
         await asyncio.sleep(3)  # started and idle
-        for i in range(2 * n):
-            delay = rng.uniform(0.2, 0.6)
+        for i in range(2 * n):  # one job at a time: the worker is idle when each falls due
+            delay = rng.uniform(0.05, 0.25)
+            kind_key = f"{key}:deferred" if i % 2 == 0 else f"{key}:retry"
+            before = await redis.llen(kind_key)
             if i % 2 == 0:
                 await system.enqueue("deferred", due_at=time.time() + delay, _defer_by=delay)
             else:
                 await system.enqueue("retried", delay=delay)
-            await asyncio.sleep(rng.uniform(0.02, 0.08))  # the worker idles between jobs
+            deadline = time.monotonic() + 10
+            while await redis.llen(kind_key) == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(rng.uniform(0.02, 0.1))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             counts = [await redis.llen(f"{key}:{k}") for k in ("deferred", "retry", "cron")]
