@@ -98,10 +98,22 @@ end
 # 'paused': the queue is paused), then id, score, payload (false: expired; 0: not a string), try (false: corrupt
 # counter), aborted (1/0) for each claim. When it takes fewer than asked nothing else is due: spent wake-up
 # tokens are dropped. A job scored +inf would never be due: it is taken (and failed) once nothing else waits.
+# A paused queue answers 'paused' only when something is due (an idle look stays one read).
 # KEYS: queue, paused flag, notify list. ARGV: as _TAKE.
 CLAIM = (
     _TAKE
     + """
+-- An idle look costs one read: the queue's first job, when nothing is due yet (or nothing waits at all).
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #head == 0 then return out end
+if head[2] == 'inf' then
+  take(head[1], head[2])
+  return out
+end
+if tonumber(head[2]) > tonumber(ARGV[1]) then
+  out[1] = head[2]
+  return out
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   out[1] = 'paused'
   return out
@@ -247,15 +259,18 @@ end
 return {retaken, lost}
 """
 
-# One worker's heartbeat: its record, its member of the queue's worker set (scored by when it runs out), dead
-# members swept, the queue noted in the queues set. Starts with a PEXPIRE so it passes a full Redis.
-# KEYS: worker record, workers set, queues set. ARGV: record, ttl ms, worker id, now ms, queue name
+# One worker's heartbeat: its record, its member of the queue's worker set (scored by when it runs out), and
+# now and then (ARGV[6] = 1) dead members swept and the queue noted in the queues set. Starts with a PEXPIRE so it
+# passes a full Redis.
+# KEYS: worker record, workers set, queues set. ARGV: record, ttl ms, worker id, now ms, queue name, sweep (1/0)
 HEARTBEAT = """
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+  redis.call('SADD', KEYS[3], ARGV[5])
+end
 return 1
 """
 

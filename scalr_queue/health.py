@@ -33,6 +33,7 @@ from .stats import QueueCounts, queue_counts
 log = get_logger("scalr_queue.health")
 
 MISSED_BEATS = 3  # a worker is dead once this many heartbeats are missing
+SWEEP_EVERY = 6  # beats between sweeps of dead members from the queue's worker set (30 s at the default interval)
 
 
 def new_worker_id() -> str:
@@ -61,6 +62,7 @@ class Heartbeat:
         self.state = state
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._beats = 0
 
     @property
     def ttl_ms(self) -> int:
@@ -92,8 +94,10 @@ class Heartbeat:
                 self.state.worker_id,
                 int(time.time() * 1000),
                 keys.queue_name(self.state.queue),
+                1 if self._beats % SWEEP_EVERY == 0 else 0,
             ],
         )
+        self._beats += 1
 
     async def _run(self) -> None:
         failing = False

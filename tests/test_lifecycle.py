@@ -41,6 +41,10 @@ async def wait_until(predicate: Callable[[], object], timeout: float, what: str)
         await asyncio.sleep(0.05)
 
 
+async def _is(value: object, expected: object) -> bool:
+    return await value is expected  # type: ignore[misc]
+
+
 def events(worker: WorkerProcess, name: str, **match: object) -> list[dict]:
     return [
         e for e in worker.events if e.get("event") == name and all(e.get(k) == v for k, v in match.items())
@@ -304,7 +308,7 @@ async def test_unknown_task_waits_out_the_rollout_window_then_fails(
             and e.get("reason") == "unknown_task"
         )
     )
-    assert await job.status() is JobStatus.deferred
+    await wait_until(lambda: _is(job.status(), JobStatus.deferred), 5, "put back, deferred")  # logged, then written
     assert await store().get(job.job_id) is None
     await wait_until(lambda: store().get(job.job_id), 10, "failed after the window")
     failed = await store().get(job.job_id)
