@@ -33,7 +33,7 @@ from .stats import QueueCounts, queue_counts
 log = get_logger("scalr_queue.health")
 
 MISSED_BEATS = 3  # a worker is dead once this many heartbeats are missing
-SWEEP_EVERY = 6  # beats between sweeps of dead members from the queue's worker set (30 s at the default interval)
+SWEEP_EVERY = 6  # beats between sweeps of dead workers from the queue's set (30 s by default)
 
 
 def new_worker_id() -> str:

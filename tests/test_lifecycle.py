@@ -308,7 +308,9 @@ async def test_unknown_task_waits_out_the_rollout_window_then_fails(
             and e.get("reason") == "unknown_task"
         )
     )
-    await wait_until(lambda: _is(job.status(), JobStatus.deferred), 5, "put back, deferred")  # logged, then written
+    await wait_until(
+        lambda: _is(job.status(), JobStatus.deferred), 5, "put back, deferred"
+    )  # logged, then written
     assert await store().get(job.job_id) is None
     await wait_until(lambda: store().get(job.job_id), 10, "failed after the window")
     failed = await store().get(job.job_id)
