@@ -39,6 +39,9 @@ format: install
 bench: install  ## scalr_queue beside plain arq and the peers (saq, dramatiq), same run, same Redis
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/middleware_cost.py
+	$(BIN)/python bench/workflow_cost.py
+	$(BIN)/python bench/run.py --only observability
 
 bench-dashboard: install  ## dashboard page times with 100,000 queued and 10,000 failed jobs
 	$(BIN)/python bench/dashboard_pages.py

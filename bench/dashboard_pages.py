@@ -59,14 +59,28 @@ async def fill() -> str:
     redis = client.redis
     store = FailedStore(redis, max_age_s=7 * 86_400, max_count=FAILED)
     for start in range(0, FAILED, 500):
-        async with redis.pipeline(transaction=False) as pipe:
-            for i in range(start, start + 500):
-                job = FailedJob(
-                    f"failed-{i}", tasks[i % 3], {"invoice_id": i}, QUEUE, 5, "raised", "ValueError", "no",
-                    TRACEBACK, now_iso(), now_iso(), max_tries=5, worker_id="bench:1:abc",
-                )  # fmt: skip
-                await store.record(job, pipe=pipe)
-            await pipe.execute()
+        await asyncio.gather(
+            *(
+                store.record(
+                    FailedJob(
+                        f"failed-{i}",
+                        tasks[i % 3],
+                        {"invoice_id": i},
+                        QUEUE,
+                        5,
+                        "raised",
+                        "ValueError",
+                        "no",
+                        TRACEBACK,
+                        now_iso(),
+                        now_iso(),
+                        max_tries=5,
+                        worker_id="bench:1:abc",
+                    )
+                )
+                for i in range(start, start + 500)
+            )
+        )
     now = time.time()
     async with redis.pipeline(transaction=False) as pipe:
         for minute in range(60):

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -99,6 +100,27 @@ def stop_worker(process: subprocess.Popen[bytes], grace_s: float = 60) -> tuple[
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+async def drain(
+    remaining: Callable[[], Awaitable[int]], n: int, what: str, timeout_s: float = 600
+) -> tuple[int, float, float]:
+    """Poll ``remaining()`` until nothing is left: how many polls, when the first job was done, when the last."""
+    polls, first, last = 0, None, None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = await remaining()
+        polls += 1
+        moment = time.perf_counter()
+        if first is None and left < n:
+            first = moment
+        if left == 0:
+            last = moment
+            break
+        await asyncio.sleep(POLL_S)
+    if first is None or last is None:
+        raise RuntimeError(f"{what} did not drain {n} jobs")
+    return polls, first, last
+
+
 async def process(kind: type[System], url: str, n: int, concurrency: int) -> dict[str, float]:
     """Drain n queued no-op jobs with one worker process; rate from the first finished job to an empty queue."""
     redis = Redis.from_url(url)
@@ -113,24 +135,13 @@ async def process(kind: type[System], url: str, n: int, concurrency: int) -> dic
     await system.fill(n)
     commands_before, reads_before = await counters(redis)
     worker = start_worker(system)
-    polls, first, last = 0, None, None
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        left = await system.remaining(redis)
-        polls += 1
-        moment = time.perf_counter()
-        if first is None and left < n:
-            first = moment
-        if left == 0:
-            last = moment
-            break
-        await asyncio.sleep(POLL_S)
-    commands_after, reads_after = await counters(redis)
-    cpu, rss = stop_worker(worker)
-    await system.close()
-    await redis.aclose()
-    if first is None or last is None:
-        raise RuntimeError(f"{kind.name} did not drain {n} jobs")
+    try:
+        polls, first, last = await drain(lambda: system.remaining(redis), n, kind.name)
+    finally:
+        commands_after, reads_after = await counters(redis)
+        cpu, rss = stop_worker(worker)
+        await system.close()
+        await redis.aclose()
     overhead = polls * (2 if kind.name == "saq" else 1) + 1
     return {
         "per_s": (n - 1) / max(last - first, 1e-9),
@@ -250,8 +261,15 @@ def main() -> None:
         "--due-n", type=int, default=200, help="samples of each kind in the due-time scenario"
     )
     parser.add_argument("--no-peers", action="store_true", help="only plain arq and scalr_queue")
-    parser.add_argument("--only", choices=["throughput", "due_time"], help="run only these scenarios")
+    parser.add_argument(
+        "--only", choices=["throughput", "due_time", "observability"], help="run only these scenarios"
+    )
     args = parser.parse_args()
+    if args.only == "observability":  # metrics and tracing on beside off: bench/observability.py
+        from bench.observability import run_all
+
+        run_all(args.process_n, args.repeat)
+        return
     kinds = available()[:2] if args.no_peers else available()
     runs: dict[str, dict[str, list[dict[str, float]]]] = {k.name: {} for k in kinds}
     with RedisServer() as server:
@@ -282,6 +300,8 @@ def main() -> None:
                 )
                 server_flush(server)
             print(f"run {repetition + 1}/{args.repeat} done", flush=True)
+        if args.only != "due_time":
+            extra = run_extra(server, args)
         if args.only != "throughput":
             for kind in kinds[:2]:  # arq and scalr_queue: the peers' schedulers are not compared here
                 runs[kind.name]["due_time"] = [asyncio.run(due_time(kind, server.url, args.due_n))]
@@ -290,14 +310,56 @@ def main() -> None:
     medians = {name: {scenario: median(r) for scenario, r in by.items()} for name, by in runs.items() if by}
     if args.only != "due_time":
         report(medians, args)
+        report_extra(extra)
     if args.only != "throughput":
         report_due_time(medians)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(
-        json.dumps({"args": vars(args), "runs": runs, "medians": medians}, indent=2)
+        json.dumps(
+            {
+                "args": vars(args),
+                "runs": runs,
+                "medians": medians,
+                "extra": extra if args.only != "due_time" else {},
+            },
+            indent=2,
+        )
     )
     print(f"\nwritten: {out / 'latest.json'}")
+
+
+def run_extra(server: RedisServer, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """scalr_queue alone: sync enqueue beside awaited, and 1, 2, 4 worker processes (medians of --repeat)."""
+    from bench import extra
+
+    found: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.repeat):
+        found.setdefault("sync_enqueue", []).append(extra.sync_enqueue(server.url, args.enqueue_n))
+        server_flush(server)
+        for workers in (1, 2, 4):
+            found.setdefault(f"workers_{workers}", []).append(
+                asyncio.run(extra.scaling(server.url, args.process_n, workers))
+            )
+            server_flush(server)
+    print("sync enqueue and worker scaling done", flush=True)
+    return {name: median(r) for name, r in found.items()}
+
+
+def report_extra(extra: dict[str, dict[str, float]]) -> None:
+    s = extra["sync_enqueue"]
+    print(
+        f"\nscalr_queue from sync code: enqueue_sync {s['sync_us']:.1f} µs/call beside await enqueue "
+        f"{s['async_us']:.1f} µs/call ({s['ratio']:.2f}x; target <= 1.5x)"
+    )
+    print(
+        f"{'worker processes (10 at once each), one Redis':<54}{'jobs/s':>13}{'Redis CPU':>13}{'cmds/job':>13}"
+    )
+    for workers in (1, 2, 4):
+        w = extra[f"workers_{workers}"]
+        print(
+            f"{workers:<54}{w['per_s']:>13,.0f}{w['redis_cpu_share'] * 100:>12.0f}%{w['commands_per_job']:>13.2f}"
+        )
 
 
 def server_flush(server: RedisServer) -> None:
@@ -316,7 +378,6 @@ ROWS = [
     ("Redis commands per job (c=10)", "process_c10", "commands_per_job", False),
     ("Redis socket reads per job, ≈ round trips (c=10)", "process_c10", "reads_per_job", False),
     ("worker CPU per job (ms, c=10)", "process_c10", "cpu_ms_per_job", False),
-    ("worker peak RSS (MiB)", "process_c10", "rss_mib", False),
     ("Redis commands per second, idle worker", "latency", "idle_commands_per_s", False),
 ]
 

@@ -160,10 +160,63 @@ class Dramatiq(System):
         return int(await redis.hlen(f"dramatiq:{self.queue}.msgs"))
 
 
+class Taskiq(System):
+    """taskiq on taskiq-redis's stream broker (XADD to enqueue, a consumer group to read, XACK when done)."""
+
+    name = "taskiq"
+
+    def worker(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "taskiq",
+            "worker",
+            "bench.taskiq_tasks:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(self.concurrency),
+            "--log-level",
+            "WARNING",
+        ]
+
+    async def open(self) -> None:
+        os.environ["REDIS_URL"], os.environ["BENCH_QUEUE"] = self.url, self.queue
+        import importlib
+
+        import bench.taskiq_tasks as tasks
+
+        self.tasks = importlib.reload(tasks)
+        await self.tasks.broker.startup()
+        self.stream = self.tasks.STREAM
+
+    async def close(self) -> None:
+        await self.tasks.broker.shutdown()
+
+    async def enqueue(self, task: str, **kwargs: Any) -> None:
+        await getattr(self.tasks, task).kiq(**kwargs)
+
+    async def remaining(self, redis: Redis) -> int:
+        """Entries the group has not read yet (lag) plus those read and not yet acknowledged (pending)."""
+        if not await redis.exists(self.stream):
+            return 0
+        try:
+            groups = await redis.xinfo_groups(self.stream)
+        except Exception:
+            groups = []
+        if not groups:
+            return int(await redis.xlen(self.stream))
+        group = groups[0]
+        lag = group.get("lag")
+        if lag is None:
+            return int(await redis.xlen(self.stream))
+        return int(lag) + int(group.get("pending", 0))
+
+
 def available() -> list[type[System]]:
     """arq and scalr_queue, then each peer that is installed."""
     found: list[type[System]] = [Arq, ScalrQueue]
-    for peer, module in ((Saq, "saq"), (Dramatiq, "dramatiq")):
+    for peer, module in ((Saq, "saq"), (Dramatiq, "dramatiq"), (Taskiq, "taskiq_redis")):
         try:
             __import__(module)
         except ImportError:

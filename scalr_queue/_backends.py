@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from . import keys
 from ._lua import scripts
-from ._store import store_job
+from ._progress import Progress, read_progress
+from ._store import PlainJob, hold_job, open_batch, store_after, store_job, store_plain_jobs
 from .config import Settings
 from .connection import create_redis, redis_call
-from .exceptions import ConfigError, NotReplicatedError, UndecodableJobError
+from .exceptions import ConfigError, JobNotFoundError, NotReplicatedError, UndecodableJobError
 from .outcome import Failed, Released, RetryIn, Succeeded
-from .records import JobRecord, JobStatus, ResultRecord
+from .records import JobRecord, JobStatus, ResultRecord, result_status
 from .registry import PublishedRegistry
 from .runner import Attempt, Runner, now_ms, plan_for
 from .tasks import Task
@@ -44,13 +46,60 @@ class Prepared:
     score: float
     now_ms: int
     expires_ms: int
+    unique_key: str | None = None
+    unique_ttl_ms: int = 0
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """A batch checked and encoded: its jobs (their records name the batch) and its held callbacks."""
+
+    batch_id: str
+    jobs: Sequence[Prepared]
+    then: Prepared | None
+    catch: Prepared | None
+    now_ms: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """A batch as Redis holds it (read from Redis: decoded leniently): its hash, and its three sets of ids."""
+
+    fields: dict[str, str]
+    pending: set[str]
+    succeeded: set[str]
+    failed: set[str]
+
+
+# What storing a job did: True stored; False not stored, its ``_job_id`` exists; a str, not stored, that unique
+# job (its id) waits already.
+Stored = bool | str
+
+
+def _stored(reply: Any) -> Stored:
+    if isinstance(reply, list):  # ENQUEUE_AFTER: {'unknown', dependency id}
+        missing = reply[1].decode(errors="backslashreplace") if isinstance(reply[1], bytes) else str(reply[1])
+        raise JobNotFoundError(
+            f"_depends_on names job {missing!r}: it is not queued, running, waiting or finished with a kept "
+            "result or failure record"
+        )
+    if isinstance(reply, bytes):
+        return reply.decode(errors="backslashreplace")
+    return bool(reply)
 
 
 class Backend(Protocol):
-    async def store(self, job: Prepared) -> bool: ...
-    async def store_many(self, jobs: Sequence[Prepared]) -> list[bool]: ...
+    async def store(self, job: Prepared) -> Stored: ...
+    async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]: ...
+    async def store_batch(self, plan: BatchPlan) -> list[Stored]: ...
+    async def batch_state(self, batch_id: str) -> BatchState | None: ...
     async def status(self, job_id: str, queue: str) -> JobStatus: ...
+    async def abort(self, job_id: str, queue: str) -> str: ...
     async def record(self, job_id: str) -> tuple[ResultRecord | None, JobRecord | None, bool]: ...
+    async def progress(self, job_id: str) -> Progress | None: ...
     async def close(self) -> None: ...
 
 
@@ -74,52 +123,183 @@ class RedisBackend:
             redis, self._redis = self._redis, None
             await redis.aclose(close_connection_pool=True)
 
-    async def store(self, job: Prepared) -> bool:
+    async def store(self, job: Prepared) -> Stored:
         if self.settings.wait_replicas:
             return (await self.store_many([job]))[0]
         async with redis_call(self.settings, job_id=job.job_id):
-            return bool(await _store(self.redis, job))
+            return _stored(await _store(self.redis, job))
 
-    async def store_many(self, jobs: Sequence[Prepared]) -> list[bool]:
+    async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
         """One pipeline per ``BATCH`` jobs; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own
         connection (WAIT counts that connection's writes) and NotReplicatedError if too few replicas confirm."""
-        created: list[bool] = []
+        created: list[Stored] = []
         wait = self.settings.wait_replicas
         for start in range(0, len(jobs), BATCH):
             chunk = jobs[start : start + BATCH]
+            plain: dict[
+                str, list[int]
+            ] = {}  # queue -> positions in chunk of its plain jobs: one call per queue
+            calls: list[
+                tuple[bool, list[int]]
+            ] = []  # (one reply per position?, positions), per call in order
+
             async with (
                 redis_call(self.settings, job_id=chunk[0].job_id),
                 self.redis.pipeline(transaction=False) as pipe,
             ):
-                for job in chunk:
-                    await _store(self.redis, job, pipe)  # queued on the pipeline: sent with execute()
+                for position, job in enumerate(chunk):
+                    if job.unique_key is None and not job.depends_on:
+                        plain.setdefault(job.queue, []).append(position)
+                        continue
+                    await _queue_plain(self.redis, pipe, chunk, plain, calls)
+                    await _store(self.redis, job, pipe)
+                    calls.append((False, [position]))
+                await _queue_plain(self.redis, pipe, chunk, plain, calls)
                 if wait:
                     pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
                 results = await pipe.execute()
+            outcomes: list[Any] = [None] * len(chunk)
+            for (per_position, positions), reply in zip(calls, results, strict=False):  # WAIT's reply last
+                if per_position:
+                    for position, done in zip(positions, reply, strict=True):
+                        outcomes[position] = done
+                else:
+                    outcomes[positions[0]] = reply
             if wait:
-                acknowledged = int(results.pop())
-                stored = [job.job_id for job, done in zip(chunk, results, strict=True) if done]
+                acknowledged = int(results[-1])
+                stored = [job.job_id for job, done in zip(chunk, outcomes, strict=True) if done == 1]
                 if stored and acknowledged < wait:
                     raise NotReplicatedError(stored, wait, acknowledged, self.settings.wait_timeout)
-            created += [bool(done) for done in results]
+            created += [_stored(done) for done in outcomes]
         return created
+
+    async def store_batch(self, plan: BatchPlan) -> list[Stored]:
+        """The batch's state and held callbacks, then its jobs, one pipeline per ``BATCH`` jobs: the state goes
+        first, in the first pipeline (sent in order on one connection), so no job can end before it is there."""
+        created: list[Stored] = []
+        wait = self.settings.wait_replicas
+        jobs = plan.jobs
+        for start in range(0, max(len(jobs), 1), BATCH):
+            chunk = jobs[start : start + BATCH]
+            async with (
+                redis_call(self.settings, job_id=plan.batch_id),
+                self.redis.pipeline(transaction=False) as pipe,
+            ):
+                head = 0
+                if start == 0:
+                    open_batch(
+                        pipe,
+                        batch_id=plan.batch_id,
+                        job_ids=[job.job_id for job in jobs],
+                        then_id=plan.then.job_id if plan.then else None,
+                        catch_id=plan.catch.job_id if plan.catch else None,
+                        now_ms=plan.now_ms,
+                        ttl_ms=plan.ttl_ms,
+                        chunk=BATCH,
+                    )
+                    for callback in (plan.then, plan.catch):
+                        if callback is not None:
+                            hold_job(
+                                pipe,
+                                job_id=callback.job_id,
+                                queue=callback.queue,
+                                payload=callback.payload,
+                                ttl_ms=plan.ttl_ms,
+                                priority=callback.priority,
+                            )
+                    head = len(pipe.command_stack)
+                for job in chunk:
+                    await _store(self.redis, job, pipe)
+                if wait:
+                    pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
+                results = (await pipe.execute())[head:]
+            if wait:
+                acknowledged = int(results.pop())
+                if acknowledged < wait:
+                    stored = [job.job_id for job, done in zip(chunk, results, strict=True) if done == 1]
+                    raise NotReplicatedError(
+                        stored or [plan.batch_id], wait, acknowledged, self.settings.wait_timeout
+                    )
+            created += [_stored(done) for done in results]
+        return created
+
+    async def batch_state(self, batch_id: str) -> BatchState | None:
+        """The batch's hash and sets, None if Redis holds no state for it. The pending set is read first: a job
+        that ends between the reads shows in both, and counts as ended."""
+        async with redis_call(self.settings), self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.batch_pending_key(batch_id))
+            pipe.smembers(keys.batch_succeeded_key(batch_id))
+            pipe.smembers(keys.batch_failed_key(batch_id))
+            pipe.hgetall(keys.batch_key(batch_id))
+            pending, succeeded, failed, fields = await pipe.execute(raise_on_error=False)
+        if not isinstance(fields, dict) or not fields:
+            return None
+
+        def ids(members: Any) -> set[str]:
+            if not isinstance(members, set):
+                return set()
+            return {m.decode(errors="backslashreplace") for m in members if isinstance(m, bytes)}
+
+        done_ok, done_failed = ids(succeeded), ids(failed)
+        return BatchState(
+            fields={
+                k.decode(errors="backslashreplace"): v.decode(errors="backslashreplace")
+                for k, v in fields.items()
+                if isinstance(k, bytes) and isinstance(v, bytes)
+            },
+            pending=ids(pending) - done_ok - done_failed,
+            succeeded=done_ok,
+            failed=done_failed - done_ok,
+        )
 
     async def status(self, job_id: str, queue: str) -> JobStatus:
         async with redis_call(self.settings):
-            result, in_progress, score = await scripts(self.redis).status(
-                keys=[keys.result_key(job_id), keys.in_progress_key(job_id), keys.queue_key(queue)],
+            result, in_progress, score, aborted, reason, waiting = await scripts(self.redis).status(
+                keys=[
+                    keys.result_key(job_id),
+                    keys.in_progress_key(job_id),
+                    keys.queue_key(queue),
+                    keys.ABORT_KEY,
+                    keys.failed_key(job_id),
+                    keys.waiting_key(job_id),
+                ],
                 args=[job_id],
             )
         if result is not None:
             try:
-                return JobStatus.complete if ResultRecord.decode(result, job_id).success else JobStatus.failed
+                return result_status(ResultRecord.decode(result, job_id))
             except UndecodableJobError:
                 return JobStatus.failed
+        if aborted is not None and (in_progress or score is not None):
+            return JobStatus.aborted  # ending: its worker cancels it, or ends it without starting it
         if in_progress:
             return JobStatus.in_progress
         if score is not None:
             return JobStatus.deferred if float(score) > time.time() * 1000 else JobStatus.queued
+        if waiting:
+            return JobStatus.waiting
+        if reason == b"aborted":  # no result kept (keep_result=0): its failure record says it
+            return JobStatus.aborted
         return JobStatus.not_found
+
+    async def abort(self, job_id: str, queue: str) -> str:
+        """Abort one job (``ABORT`` in _lua.py): 'running', 'queued', 'finished' or 'not_found'. A job not in
+        ``queue`` is looked for in the other known queues (a handle rebuilt from an id knows no queue)."""
+        async with redis_call(self.settings):
+            found = await find_queue(self.redis, job_id, queue)
+            reply = await scripts(self.redis).abort(
+                keys=[
+                    keys.result_key(job_id),
+                    keys.in_progress_key(job_id),
+                    keys.queue_key(found),
+                    keys.ABORT_KEY,
+                    keys.notify_key(found),
+                    keys.failed_key(job_id),
+                    keys.waiting_key(job_id),
+                ],
+                args=[job_id, now_ms(), keys.NOTIFY_CAP, keys.ready_prefix(found)],
+            )
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def record(self, job_id: str) -> tuple[ResultRecord | None, JobRecord | None, bool]:
         """The result if finished, the job record if still queued, and whether the job exists at all.
@@ -139,8 +319,67 @@ class RedisBackend:
                 return None, None, True
         return None, None, False
 
+    async def progress(self, job_id: str) -> Progress | None:
+        async with redis_call(self.settings):
+            return await read_progress(self.redis, job_id)
+
+
+async def find_queue(redis: Redis, job_id: str, queue: str) -> str:
+    """The queue that holds ``job_id``: ``queue`` if it does (or if no known queue does), else the first known
+    queue that does."""
+    if await redis.zscore(keys.queue_key(queue), job_id) is not None:
+        return queue
+    members: set[bytes] = await redis.smembers(keys.QUEUES_KEY)  # type: ignore[misc]  # typed sync | async
+    names = sorted(m.decode(errors="backslashreplace") for m in members)
+    if names:
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zscore(keys.queue_key(name), job_id)
+            scores = await pipe.execute(raise_on_error=False)
+        for name, score in zip(names, scores, strict=True):
+            if isinstance(score, float):
+                return name
+    return queue
+
+
+async def _queue_plain(
+    redis: ArqRedis,
+    pipe: Any,
+    chunk: Sequence[Prepared],
+    plain: dict[str, list[int]],
+    calls: list[tuple[bool, list[int]]],
+) -> None:
+    """The plain jobs seen so far, one call per queue, queued on ``pipe`` before any job that may depend on them."""
+    for queue, positions in plain.items():
+        await store_plain_jobs(
+            redis,
+            queue=queue,
+            now_ms=max(chunk[p].now_ms for p in positions),
+            jobs=[_plain(chunk[p]) for p in positions],
+            pipe=pipe,
+        )
+        calls.append((True, positions))
+    plain.clear()
+
+
+def _plain(job: Prepared) -> PlainJob:
+    return (job.job_id, job.payload, job.score, job.expires_ms, job.priority)
+
 
 def _store(redis: ArqRedis, job: Prepared, pipe: Any = None) -> Any:
+    if job.depends_on:
+        return store_after(
+            redis,
+            job_id=job.job_id,
+            queue=job.queue,
+            payload=job.payload,
+            score_ms=job.score,
+            now_ms=job.now_ms,
+            expires_ms=job.expires_ms,
+            priority=job.priority,
+            depends_on=job.depends_on,
+            pipe=pipe,
+        )
     return store_job(
         redis,
         job_id=job.job_id,
@@ -149,6 +388,9 @@ def _store(redis: ArqRedis, job: Prepared, pipe: Any = None) -> Any:
         score_ms=job.score,
         now_ms=job.now_ms,
         expires_ms=job.expires_ms,
+        unique_key=job.unique_key,
+        unique_ttl_ms=job.unique_ttl_ms,
+        priority=job.priority,
         pipe=pipe,
     )
 
@@ -164,7 +406,11 @@ class InlineBackend:
     async def close(self) -> None:
         return None
 
-    async def store(self, job: Prepared) -> bool:
+    async def store(self, job: Prepared) -> Stored:
+        if job.depends_on:
+            raise ConfigError(
+                "SCALR_QUEUE_MODE=sync runs each job at enqueue: _depends_on needs a Redis queue"
+            )
         if job.known is None:
             raise ConfigError(
                 f"SCALR_QUEUE_MODE=sync cannot run task {job.name!r}: set SCALR_QUEUE_TASKS to the module that "
@@ -177,8 +423,14 @@ class InlineBackend:
             self.outcomes.popitem(last=False)
         return True
 
-    async def store_many(self, jobs: Sequence[Prepared]) -> list[bool]:
+    async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
         return [await self.store(job) for job in jobs]
+
+    async def store_batch(self, plan: BatchPlan) -> list[Stored]:
+        raise ConfigError("SCALR_QUEUE_MODE=sync runs each job at enqueue: batch() needs a Redis queue")
+
+    async def batch_state(self, batch_id: str) -> BatchState | None:
+        return None
 
     async def _run(self, job: Prepared, task: Task[..., Any]) -> ResultRecord:
         settings = self.settings
@@ -229,11 +481,18 @@ class InlineBackend:
         outcome = self.outcomes.get(job_id)
         if outcome is None:
             return JobStatus.not_found
-        return JobStatus.complete if outcome.success else JobStatus.failed
+        return result_status(outcome)
+
+    async def abort(self, job_id: str, queue: str) -> str:
+        """Sync mode ran the job at enqueue: it is finished, or unknown."""
+        return "finished" if job_id in self.outcomes else "not_found"
 
     async def record(self, job_id: str) -> tuple[ResultRecord | None, JobRecord | None, bool]:
         outcome = self.outcomes.get(job_id)
         return outcome, None, outcome is not None
+
+    async def progress(self, job_id: str) -> Progress | None:
+        return None  # an inline job has finished by the time anyone can ask
 
 
 def backend_for(settings: Settings, redis: ArqRedis | None = None) -> RedisBackend | InlineBackend:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,21 +23,151 @@ def store_job(
     expires_ms: int,
     once_key: str | None = None,
     once_ttl_ms: int = 0,
+    unique_key: str | None = None,
+    unique_ttl_ms: int = 0,
+    priority: int = 0,
     pipe: Pipeline | None = None,
 ) -> Awaitable[Any]:
-    """Queue one job (1 if stored, 0 if its id exists, or, with ``once_key``, if that key was set already).
+    """Queue one job: 1 if stored; 0 if its id exists, or, with ``once_key``, if that key was set already; with
+    ``unique_key``, the id (bytes) of the unique job that holds it, if one does. The job joins the index of its
+    ``priority`` (0..9, lower claimed first).
 
     With ``pipe`` the call is queued on the pipeline and sent with its ``execute()``.
     """
+    job = keys.job_key(job_id)
+    job_keys = [
+        job,
+        keys.result_key(job_id),
+        keys.queue_key(queue),
+        keys.QUEUES_KEY,
+        keys.notify_key(queue),
+        once_key or job,
+        unique_key or job,
+        keys.ready_key(queue, priority),
+        keys.ready_levels_key(queue),
+    ]
+    args: list[Any] = [
+        expires_ms,
+        payload,
+        score_ms,
+        job_id,
+        keys.queue_name(queue),
+        now_ms,
+        keys.NOTIFY_CAP,
+        once_ttl_ms if once_key else "",
+        unique_ttl_ms if unique_key else "",
+        priority,
+    ]
+    return scripts(redis).enqueue(keys=job_keys, args=args, client=pipe)
+
+
+def store_plain_jobs(
+    redis: Redis, *, queue: str, now_ms: int, jobs: Sequence[PlainJob], pipe: Pipeline | None = None
+) -> Awaitable[Any]:
+    """Queue many plain jobs of one queue in one call (``ENQUEUE_MANY``): 1 or 0 (its id exists) per job."""
+    args: list[Any] = [
+        now_ms,
+        keys.NOTIFY_CAP,
+        keys.queue_name(queue),
+        keys.JOB_PREFIX,
+        keys.RESULT_PREFIX,
+        keys.ready_prefix(queue),
+    ]
+    for job in jobs:
+        args += job
+    job_keys = [keys.queue_key(queue), keys.QUEUES_KEY, keys.notify_key(queue), keys.ready_levels_key(queue)]
+    return scripts(redis).enqueue_many(keys=job_keys, args=args, client=pipe)
+
+
+# One plain job for store_plain_jobs: id, payload, score (ms), expiry (ms), priority
+PlainJob = tuple[str, bytes, float, int, int]
+
+
+def store_after(
+    redis: Redis,
+    *,
+    job_id: str,
+    queue: str,
+    payload: bytes,
+    score_ms: float,
+    now_ms: int,
+    expires_ms: int,
+    priority: int,
+    depends_on: tuple[str, ...],
+    pipe: Pipeline | None = None,
+) -> Awaitable[Any]:
+    """Queue one job that depends on others (``ENQUEUE_AFTER``): 1 stored (queued, or waiting for them), 0 its id
+    exists, ``[b'unknown', id]`` a dependency Redis knows nothing of (nothing written)."""
     job_keys = [
         keys.job_key(job_id),
         keys.result_key(job_id),
         keys.queue_key(queue),
         keys.QUEUES_KEY,
         keys.notify_key(queue),
+        keys.ready_key(queue, priority),
+        keys.waiting_key(job_id),
+        keys.DEPENDENCY_FAILED_KEY,
+        keys.ready_levels_key(queue),
     ]
-    args: list[Any] = [expires_ms, payload, score_ms, job_id, keys.queue_name(queue), now_ms, keys.NOTIFY_CAP]
-    if once_key is not None:
-        job_keys.append(once_key)
-        args.append(once_ttl_ms)
-    return scripts(redis).enqueue(keys=job_keys, args=args, client=pipe)
+    args: list[Any] = [
+        expires_ms,
+        payload,
+        score_ms,
+        job_id,
+        keys.queue_name(queue),
+        now_ms,
+        keys.NOTIFY_CAP,
+        keys.RESULT_PREFIX,
+        keys.JOB_PREFIX,
+        keys.FAILED_RECORD_PREFIX,
+        keys.DEPENDENTS_PREFIX,
+        priority,
+        *depends_on,
+    ]
+    return scripts(redis).enqueue_after(keys=job_keys, args=args, client=pipe)
+
+
+def hold_job(pipe: Pipeline, *, job_id: str, queue: str, payload: bytes, ttl_ms: int, priority: int) -> None:
+    """Store a job that waits until FINISH queues it (a batch's then/catch): its record and its waiting record,
+    which names where it goes (queue, priority index, notify list, levels) when it is released, due then."""
+    pipe.psetex(keys.job_key(job_id), ttl_ms, payload)
+    hold = keys.waiting_key(job_id)
+    pipe.hset(
+        hold,
+        mapping={
+            "q": keys.queue_key(queue),
+            "i": keys.ready_key(queue, priority),
+            "w": keys.notify_key(queue),
+            "s": 0,
+            "n": 0,
+            "l": keys.ready_levels_key(queue),
+            "p": priority,
+        },
+    )
+    pipe.pexpire(hold, ttl_ms)
+    pipe.sadd(keys.QUEUES_KEY, keys.queue_name(queue))
+
+
+def open_batch(
+    pipe: Pipeline,
+    *,
+    batch_id: str,
+    job_ids: list[str],
+    then_id: str | None,
+    catch_id: str | None,
+    now_ms: int,
+    ttl_ms: int,
+    chunk: int,
+) -> None:
+    """A batch's state, written before any of its jobs: the hash, and every job id in the pending set (so the
+    last job to end is the last one of the whole batch, however its jobs are spread over round trips)."""
+    state = keys.batch_key(batch_id)
+    pipe.hset(
+        state,
+        mapping={"total": len(job_ids), "then": then_id or "", "catch": catch_id or "", "created": now_ms},
+    )
+    pipe.pexpire(state, ttl_ms)
+    pending = keys.batch_pending_key(batch_id)
+    for start in range(0, len(job_ids), chunk):
+        pipe.sadd(pending, *job_ids[start : start + chunk])
+    pipe.pexpire(pending, ttl_ms)

@@ -8,8 +8,11 @@ registry the workers published) and as JSON. What the producer accepts, a worker
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
+import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -17,13 +20,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
+from typing_extensions import TypeVar
 
-from . import keys, metrics
-from ._backends import InlineBackend, Prepared, RedisBackend, backend_for
+from . import keys, metrics, tracing
+from ._backends import InlineBackend, Prepared, RedisBackend, Stored, backend_for
+from ._progress import Progress
 from ._state import STATE
 from .config import QUEUE_NAME_PATTERN, Settings, get_settings
 from .connection import REDIS_DOWN_ERRORS
@@ -40,11 +45,24 @@ from .records import MAX_TRY, JobRecord, JobStatus, ResultRecord, valid_name
 from .registry import PublishedTask
 from .tasks import Task, as_task, registry_for
 
-ENQUEUE_OPTIONS = ("_job_id", "_queue_name", "_defer_until", "_defer_by", "_expires", "_job_try")
+if TYPE_CHECKING:
+    from .workflows import Call
+
+ENQUEUE_OPTIONS = (
+    "_job_id",
+    "_queue_name",
+    "_defer_until",
+    "_defer_by",
+    "_expires",
+    "_priority",
+    "_depends_on",
+    "_job_try",
+)
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 MAX_DELAY_S = 10 * 365 * 86_400  # deferrals and expiries beyond ten years are mistakes, not plans
 SUB_MS_STEPS = 4096  # a score near 1.7e12 ms holds 1/4096 ms exactly
 _order = itertools.count()
+ResultT = TypeVar("ResultT", default=Any)  # a Job's result type
 _JOB_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
 
 __all__ = ["Client", "Job", "JobStatus", "close", "default_client", "enqueue", "enqueue_many"]
@@ -60,6 +78,7 @@ class Client:
         # The loop's default client hands out Jobs that look the default up again, so a handle kept past
         # close() uses the next pool instead of reopening this one.
         self._is_default = False
+        self._propagate = self.settings.propagate_names
 
     @property
     def redis(self) -> ArqRedis:
@@ -101,11 +120,17 @@ class Client:
         return registry.lookup(name) if registry.read else None
 
     async def prepare(
-        self, task: str | Callable[..., Any], kwargs: dict[str, Any], default_queue: str | None
+        self,
+        task: str | Callable[..., Any],
+        kwargs: dict[str, Any],
+        default_queue: str | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
     ) -> Prepared:
         """Every check and the payload, before anything is written; ``kwargs`` may hold enqueue options.
 
-        The options first (they are the caller's, whatever the task), then the task and its arguments."""
+        The options first (they are the caller's, whatever the task), then the task and its arguments. ``meta``
+        joins the record's own additions (``batch()`` names the job's batch there)."""
         options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
         now_ms = int(time.time() * 1000)
         checked = _Options.check(options, now_ms)
@@ -122,8 +147,17 @@ class Client:
             or (known.options.queue if known else published.queue if published else None)
             or self.settings.name
         )
-        record = JobRecord(task=name, kwargs=kwargs, enqueue_ms=now_ms, job_try=checked.job_try)
-        payload = record.encode()
+        extra = tracing.carry(self._propagate)  # trace and logging context: in meta, never in kwargs
+        if checked.priority:
+            extra["priority"] = checked.priority
+        if meta:
+            extra.update(meta)
+        record = JobRecord(task=name, kwargs=kwargs, enqueue_ms=now_ms, job_try=checked.job_try, meta=extra)
+        payload = record.encode()  # every argument checked as JSON first
+        unique_key, unique_ttl_ms = _uniqueness(name, known, published, kwargs, payload, checked.expires_ms)
+        if unique_key is not None:
+            record = dataclasses.replace(record, meta={**record.meta, "unique": unique_key})
+            payload = record.encode()
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLargeError(
                 f"the payload of task {name!r} is {len(payload):,} bytes, over the {self.settings.max_payload:,}-byte "
@@ -139,6 +173,10 @@ class Client:
             checked.score,
             now_ms,
             checked.expires_ms,
+            unique_key,
+            unique_ttl_ms,
+            checked.priority,
+            checked.depends_on,
         )
 
     async def enqueue(
@@ -151,6 +189,8 @@ class Client:
         _defer_until: datetime | None = None,
         _defer_by: float | timedelta | None = None,
         _expires: float | timedelta | None = None,
+        _priority: int | None = None,
+        _depends_on: Iterable[Job | str] | None = None,
         _job_try: int | None = None,
         **kwargs: Any,
     ) -> Job | None:
@@ -161,50 +201,58 @@ class Client:
             "_defer_until": _defer_until,
             "_defer_by": _defer_by,
             "_expires": _expires,
+            "_priority": _priority,
+            "_depends_on": _depends_on,
             "_job_try": _job_try,
         }
         job = await self.prepare(
             task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, None
         )
-        if not await self.backend.store(job):
-            return None
-        metrics.record_enqueued(job.queue, job.name)
-        return self.job(job.job_id, job.queue)
+        return self.handle_for(job, await self.backend.store(job))
+
+    def handle_for(self, job: Prepared, stored: Stored) -> Job | None:
+        """The caller's handle: the new job, the unique job already waiting (deduplicated), or None for an
+        existing ``_job_id`` (arq's rule)."""
+        if stored is True:
+            metrics.record_enqueued(job.queue, job.name)
+            return self.job(job.job_id, job.queue)
+        if isinstance(stored, str):
+            handle = self.job(stored, job.queue)
+            handle.deduplicated = True
+            return handle
+        return None
 
     async def enqueue_many(
         self,
-        jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]]],
+        jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]] | Call],
         *,
         _queue_name: str | None = None,
     ) -> list[Job | None]:
         """Queue many jobs in a few round trips (one per 1,000 jobs); each gets ``enqueue``'s checks first.
 
-        ``jobs`` holds ``(task, {arguments})`` pairs; the arguments may carry enqueue options (``_job_id``,
-        ``_defer_by`` ...). Nothing is written if any job fails its checks. Returns one Job per pair, in order,
+        ``jobs`` holds ``(task, {arguments})`` pairs or ``call(task, ...)`` descriptions; the arguments may carry
+        enqueue options (``_job_id``, ``_defer_by``, ``_priority`` ...). Nothing is written if any job fails its checks. Returns one Job per pair, in order,
         ``None`` where the ``_job_id`` already existed.
         """
         default_queue = _queue_option(_queue_name)
         prepared = [await self.prepare(task, dict(kwargs), default_queue) for task, kwargs in jobs]
         if not prepared:
             return []
-        created = await self.backend.store_many(prepared)
-        for job, done in zip(prepared, created, strict=True):
-            if done:
-                metrics.record_enqueued(job.queue, job.name)
-        return [
-            self.job(p.job_id, p.queue) if done else None for p, done in zip(prepared, created, strict=True)
-        ]
+        stored = await self.backend.store_many(prepared)
+        return [self.handle_for(job, outcome) for job, outcome in zip(prepared, stored, strict=True)]
 
 
-class Job:
-    """A handle on one job; ``Job(job_id)`` rebuilds it from an id (say, one a client sent back)."""
+class Job(Generic[ResultT]):
+    """A handle on one job; ``Job(job_id)`` rebuilds it from an id (say, one a client sent back). ``Job[R]``: a
+    job whose result is an ``R`` (a typed task's ``enqueue`` says so); plain ``Job`` is ``Job[Any]``."""
 
-    __slots__ = ("_client", "job_id", "queue")
+    __slots__ = ("_client", "deduplicated", "job_id", "queue")
 
     def __init__(self, job_id: str, queue: str | None = None, *, client: Client | None = None) -> None:
         self.job_id = job_id
         self.queue = keys.queue_name(queue) if queue else None
         self._client = client
+        self.deduplicated = False  # True: a unique job was waiting already, and this is its handle
 
     def __repr__(self) -> str:
         return f"<Job {self.job_id} queue={self.queue or 'default'}>"
@@ -217,6 +265,23 @@ class Job:
         client = self.client
         return await client.backend.status(self.job_id, self.queue or client.settings.name)
 
+    async def progress(self) -> Progress | None:
+        """The job's last ``progress(ctx, fraction, message)`` report, None if it made none (or it expired)."""
+        return await self.client.backend.progress(self.job_id)
+
+    async def abort(self) -> bool:
+        """Abort the job: a queued or deferred job never starts; a running one is cancelled within about a second
+        on whichever worker runs it. Either way it is not retried, its status reads ``aborted`` and the failed
+        store keeps it with reason ``aborted``. False if it had finished already (complete or failed): nothing
+        changes. Raises JobNotFoundError if Redis knows nothing of the job."""
+        client = self.client
+        state = await client.backend.abort(self.job_id, self.queue or client.settings.name)
+        if state == "not_found":
+            raise JobNotFoundError(
+                f"job {self.job_id} is not queued, running or finished with a kept result or failure record"
+            )
+        return state != "finished"
+
     async def info(self) -> dict[str, Any] | None:
         """The stored result record if finished, else the queued job record; None if Redis has neither."""
         result, job, _ = await self.client.backend.record(self.job_id)
@@ -224,7 +289,7 @@ class Job:
             return {**_as_arq_dict(result), "id": result.job_id}
         return job.to_dict() if job is not None else None
 
-    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.2) -> Any:
+    async def result(self, timeout: float | None = None, *, poll_interval: float = 0.2) -> ResultT:
         """Wait for the job and return its result (JSON data); raise JobFailedError if it failed.
 
         Raises ResultTimeoutError after ``timeout`` seconds, JobNotFoundError if Redis knows nothing of the job.
@@ -235,7 +300,8 @@ class Job:
         while True:
             result, _, exists = await backend.record(self.job_id)
             if result is not None:
-                return _unpack_result(result)
+                value: ResultT = _unpack_result(result)
+                return value
             if not exists:
                 raise JobNotFoundError(
                     f"job {self.job_id} is not queued, running or finished with a kept result "
@@ -281,6 +347,8 @@ class _Options:
     job_try: int | None
     score: float
     expires_ms: int
+    priority: int
+    depends_on: tuple[str, ...] = ()
 
     @classmethod
     def check(cls, options: dict[str, Any], now_ms: int) -> _Options:
@@ -301,7 +369,62 @@ class _Options:
             raise TaskArgumentsError(
                 f"_job_id must be a string of 1-512 characters without control characters, not {_shown(job_id)}"
             )
-        return cls(_queue_option(options.get("_queue_name")), job_id, job_try, score, expires_ms)
+        priority = options.get("_priority", 0)
+        if priority is None:
+            priority = 0
+        if type(priority) is not int or priority not in keys.PRIORITIES:
+            raise TaskArgumentsError(
+                f"_priority must be a whole number from 0 (claimed first, the default) to 9, not {_shown(priority)}"
+            )
+        depends_on = _depends_on_option(options.get("_depends_on"), job_id)
+        return cls(
+            _queue_option(options.get("_queue_name")),
+            job_id,
+            job_try,
+            score,
+            expires_ms,
+            priority,
+            depends_on,
+        )
+
+
+def _uniqueness(
+    name: str,
+    known: Task[..., Any] | None,
+    published: PublishedTask | None,
+    kwargs: dict[str, Any],
+    payload: bytes,
+    expires_ms: int,
+) -> tuple[str | None, int]:
+    """The unique key of a unique task's job and how long it may hold (ms), or ``(None, 0)``.
+
+    The id is the task's ``unique_id(kwargs)``, or else a hash of the kwargs as stored (so ``{"a": 1, "b": 2}``
+    and ``{"b": 2, "a": 1}`` are one job). Held for ``unique_for``, or, without it, as long as the job may wait."""
+    if known is not None:
+        if not known.options.unique:
+            return None, 0
+        unique_for, make_id = known.options.unique_for_s, known.options.unique_id
+    elif published is not None and published.unique:
+        if published.unique_custom_id:
+            raise TaskArgumentsError(
+                f"task {name!r} makes its unique id with a function (unique_id=), which only its own code has: "
+                "enqueue it by function, or set SCALR_QUEUE_TASKS to the module that exports it"
+            )
+        unique_for, make_id = published.unique_for_s, None
+    else:
+        return None, 0
+    if make_id is not None:
+        unique_id = make_id(dict(kwargs))
+        if not isinstance(unique_id, str) or not unique_id:
+            raise TaskArgumentsError(
+                f"task {name!r}: its unique_id function returned {_shown(unique_id)}, not a non-empty string"
+            )
+    else:
+        stored = json.loads(payload).get("k", {})
+        canonical = json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        unique_id = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    ttl_ms = int(unique_for * 1000) if unique_for is not None else expires_ms
+    return keys.unique_key(name, unique_id), max(ttl_ms, 1)
 
 
 def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None) -> None:
@@ -313,6 +436,28 @@ def _reject_unknown_options(kwargs: dict[str, Any], known: Task[..., Any] | None
             raise TaskArgumentsError(
                 f"unknown enqueue option {name!r}{hint} (options are {', '.join(ENQUEUE_OPTIONS[:-1])})"
             )
+
+
+MAX_DEPENDENCIES = 1000
+
+
+def _depends_on_option(value: Any, job_id: str | None) -> tuple[str, ...]:
+    """``_depends_on``: Jobs or job ids (deduplicated, in order); the job may not depend on itself."""
+    if value is None:
+        return ()
+    if isinstance(value, Job | str) or not isinstance(value, list | tuple | set | frozenset):
+        raise TaskArgumentsError(f"_depends_on must be a list of Jobs or job ids, not {_shown(value)}")
+    ids: dict[str, None] = {}
+    for item in value:
+        dep = item.job_id if isinstance(item, Job) else item
+        if not isinstance(dep, str) or not _JOB_ID.fullmatch(dep):
+            raise TaskArgumentsError(f"_depends_on holds {_shown(item)}: each must be a Job or a job id")
+        ids[dep] = None
+    if job_id is not None and job_id in ids:
+        raise TaskArgumentsError(f"job {job_id!r} cannot depend on itself")
+    if len(ids) > MAX_DEPENDENCIES:
+        raise TaskArgumentsError(f"_depends_on holds {len(ids)} jobs, over the {MAX_DEPENDENCIES} limit")
+    return tuple(ids)
 
 
 def _queue_option(value: Any) -> str | None:
@@ -412,7 +557,9 @@ async def close() -> None:
 
 
 async def enqueue_many(
-    jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]]], *, _queue_name: str | None = None
+    jobs: Iterable[tuple[str | Callable[..., Any], Mapping[str, Any]] | Call],
+    *,
+    _queue_name: str | None = None,
 ) -> list[Job | None]:
     """Queue many ``(task, {arguments})`` pairs in a few round trips; see ``Client.enqueue_many``."""
     return await default_client().enqueue_many(jobs, _queue_name=_queue_name)
@@ -427,6 +574,8 @@ async def enqueue(
     _defer_until: datetime | None = None,
     _defer_by: float | timedelta | None = None,
     _expires: float | timedelta | None = None,
+    _priority: int | None = None,
+    _depends_on: Iterable[Job | str] | None = None,
     **kwargs: Any,
 ) -> Job | None:
     """Queue a job by task name or function; returns its Job, or None if ``_job_id`` already exists.
@@ -441,5 +590,7 @@ async def enqueue(
         _defer_until=_defer_until,
         _defer_by=_defer_by,
         _expires=_expires,
+        _priority=_priority,
+        _depends_on=_depends_on,
         **kwargs,
     )

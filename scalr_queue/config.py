@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ._state import STATE
 from .exceptions import ConfigError
 from .retries import Backoff, parse_backoff_setting
+from .tracing import context_names
 
 ENV_PREFIX = "SCALR_QUEUE_"
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
@@ -76,6 +77,8 @@ class Settings(BaseSettings):
     """The worker's event loop: ``auto`` takes uvloop when it is installed, else asyncio's own."""
     arq_job_lines: bool = False
     """Also log arq's own per-job lines (``→ job started``, ``← job succeeded`` ...) beside the job_* events."""
+    propagate: str | None = None
+    """Structlog context variables (``request_id,tenant``) carried from enqueue into the worker's log lines for the job."""
     metrics_port: int | None = Field(None, ge=1, le=65535)
     """Port of a worker's Prometheus endpoint (``/metrics``); unset: no endpoint."""
     dashboard_password: SecretStr | None = None
@@ -152,6 +155,16 @@ class Settings(BaseSettings):
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """The sentinels as ``(host, port)`` pairs; empty without Sentinel."""
         return parse_sentinels(self.sentinels) if self.sentinels else []
+
+    @field_validator("propagate")
+    @classmethod
+    def _check_propagate(cls, value: str | None) -> str | None:
+        return ",".join(context_names(value)) or None
+
+    @property
+    def propagate_names(self) -> tuple[str, ...]:
+        """``SCALR_QUEUE_PROPAGATE`` as names (checked when the settings were read)."""
+        return context_names(self.propagate)
 
     @field_validator("backoff")
     @classmethod

@@ -20,9 +20,11 @@ ScalrQueueError
 ├── UnknownQueueError (LookupError)       a queue nothing was enqueued to and no worker serves
 ├── JobAlreadyQueuedError (ValueError)    a failed job cannot be retried: the id is queued or running again
 ├── JobFailedError                        Job.result() of a job that ended in failure
+├── DependencyFailedError                 (worker side) a job this one depends on failed for good
 ├── ResultTimeoutError (TimeoutError)     Job.result(timeout=...) waited that long and the job had not finished
 ├── JobTimeoutError (TimeoutError)        a try ran longer than its task's timeout
 ├── CommandInputError (ValueError)        a command-line argument that cannot be used as given
+├── ProgressError (ValueError)            progress() with a fraction outside 0..1, or outside a task
 ├── MissingExtraError (ImportError)       an optional extra is not installed; the message names the pip command
 └── NonRetryableError                     raise it in a task to fail the job at once
     ├── ArgumentsRejectedError
@@ -106,6 +108,10 @@ class UndecodableJobError(SerializationError):
     """A job record read from Redis is not one scalr_queue can run (not JSON, a pickle, wrong field types)."""
 
 
+class DependencyFailedError(ScalrQueueError):
+    """A job this one depends on (``_depends_on``) failed for good, so this one fails without starting."""
+
+
 class JobNotFoundError(ScalrQueueError, LookupError):
     """Redis holds nothing for this job id: never enqueued, or its result has expired."""
 
@@ -143,6 +149,10 @@ class JobTimeoutError(ScalrQueueError, TimeoutError):
 
 class CommandInputError(ScalrQueueError, ValueError):
     """An argument on the command line that cannot be used as given."""
+
+
+class ProgressError(ScalrQueueError, ValueError):
+    """``progress(ctx, fraction)`` got a fraction that is not a number from 0 to 1, or a ctx that is not a job's."""
 
 
 class MissingExtraError(ScalrQueueError, ImportError):

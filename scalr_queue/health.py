@@ -51,7 +51,9 @@ class WorkerState:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    released: int = 0  # put back without using a try (rate limits, locks): not runs
     started_at: float = field(default_factory=time.time)
+    lease_s: float = 10.0  # how long its leases (and WithoutOverlapping locks) last unrenewed
 
 
 class Heartbeat:

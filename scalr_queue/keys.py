@@ -34,9 +34,25 @@ NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle wor
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
 CRON_PREFIX = "arq:cron:"
+RATE_PREFIX = "arq:rate:"
+LOCK_PREFIX = "arq:lock:"
+LOCK_WAITERS_PREFIX = "arq:lock-waiters:"
+UNIQUE_PREFIX = "arq:unique:"
+RELEASED_PREFIX = "arq:released:"
 FAILED_QUEUE_PREFIX = "arq:failed-queue:"
 TIMELINE_PREFIX = "arq:timeline:"
 COMPLETED_PREFIX = "arq:completed:"
+PROGRESS_PREFIX = "arq:progress:"
+READY_PREFIX = "arq:ready:"
+READY_LEVELS_PREFIX = "arq:ready-levels:"
+WAITING_PREFIX = "arq:waiting:"
+DEPENDENTS_PREFIX = "arq:dependents:"
+DEPENDENCY_FAILED_KEY = "arq:dependency-failed"
+BATCH_PREFIX = "arq:batch:"
+BATCH_PENDING_PREFIX = "arq:batch-pending:"
+BATCH_SUCCEEDED_PREFIX = "arq:batch-succeeded:"
+BATCH_FAILED_PREFIX = "arq:batch-failed:"
+PRIORITIES = range(10)  # _priority 0..9: lower is claimed first
 
 
 def queue_key(name: str) -> str:
@@ -112,6 +128,84 @@ def timeline_key(queue: str, minute: int | str) -> str:
 def completed_key(queue: str) -> str:
     """Sorted set of the queue's most recently completed job ids (-> finish time, ms), capped."""
     return COMPLETED_PREFIX + queue_name(queue)
+
+
+def progress_key(job_id: str) -> str:
+    """A running job's last reported progress (JSON: fraction, message, at), expiring like its result."""
+    return PROGRESS_PREFIX + job_id
+
+
+def ready_prefix(queue: str) -> str:
+    """The prefix of a queue's priority indexes: ``ready_prefix(q) + str(priority)`` is ``ready_key(q, priority)``."""
+    return f"{READY_PREFIX}{queue_name(queue)}:"
+
+
+def ready_key(queue: str, priority: int) -> str:
+    """Sorted set of the queue's waiting jobs of one priority (0..9), scored like the queue (run-at time, ms):
+    the claim reads priority 0's first. The queue itself stays arq's (every job, scored by run-at time)."""
+    return f"{ready_prefix(queue)}{priority}"
+
+
+def waiting_key(job_id: str) -> str:
+    """A job held back by ``_depends_on`` (hash: its queue, priority index, notify list, run-at score, and how many
+    dependencies are still pending); gone once the job is queued."""
+    return WAITING_PREFIX + job_id
+
+
+def dependents_key(job_id: str) -> str:
+    """Set of the ids of the jobs waiting for this one to end (``_depends_on``)."""
+    return DEPENDENTS_PREFIX + job_id
+
+
+def batch_key(batch_id: str) -> str:
+    """A batch's state (hash: ``total`` jobs, ``then``/``catch`` callback job ids, ``created`` and, once every job
+    ended, ``done`` (ms)); the job records of its jobs name it (meta ``batch``)."""
+    return BATCH_PREFIX + batch_id
+
+
+def batch_pending_key(batch_id: str) -> str:
+    """Set of the batch's jobs that have not ended for good yet; FINISH moves each out as it ends."""
+    return BATCH_PENDING_PREFIX + batch_id
+
+
+def batch_succeeded_key(batch_id: str) -> str:
+    """Set of the batch's jobs that succeeded."""
+    return BATCH_SUCCEEDED_PREFIX + batch_id
+
+
+def batch_failed_key(batch_id: str) -> str:
+    """Set of the batch's jobs that failed for good (retries used up, aborted, dependency failed)."""
+    return BATCH_FAILED_PREFIX + batch_id
+
+
+def ready_levels_key(queue: str) -> str:
+    """Which of the queue's priority indexes may hold entries: a string whose byte p is '1' for priority p."""
+    return READY_LEVELS_PREFIX + queue_name(queue)
+
+
+def rate_key(key: str) -> str:
+    """RateLimited's window for one key: a sorted set of start times (ms), expiring with the window."""
+    return RATE_PREFIX + key
+
+
+def lock_key(key: str) -> str:
+    """WithoutOverlapping's lock for one key: the holder's token, a lease renewed while its job runs."""
+    return LOCK_PREFIX + key
+
+
+def lock_waiters_key(key: str) -> str:
+    """The jobs waiting for a WithoutOverlapping key, oldest first: the holder's release wakes the oldest."""
+    return LOCK_WAITERS_PREFIX + key
+
+
+def unique_key(task: str, unique_id: str) -> str:
+    """Held (holding the job's id) while a unique job waits, and unless ``unique_until_processing``, runs."""
+    return f"{UNIQUE_PREFIX}{task}:{unique_id}"
+
+
+def released_key(job_id: str) -> str:
+    """How often a job was put back without using a try, and the last reason (hash: last, at, count)."""
+    return RELEASED_PREFIX + job_id
 
 
 def arq_health_check_key(queue: str) -> str:

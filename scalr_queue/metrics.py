@@ -96,9 +96,21 @@ def available() -> bool:
 
 def record_enqueued(queue: str, task: str, n: int = 1) -> None:
     """Count ``n`` jobs of ``task`` put on ``queue`` (the producer calls it once per enqueued job or batch)."""
-    metrics = _metrics if _metrics is not _UNLOADED else _get()
-    if metrics is not None:
-        metrics.enqueued.labels(_label(queue), _label(task)).inc(n)
+    counter = _enqueued_children.get((queue, task))
+    if counter is None:
+        metrics = _metrics if _metrics is not _UNLOADED else _get()
+        if metrics is None:
+            return
+        counter = metrics.enqueued.labels(_label(queue), _label(task))
+        if len(_enqueued_children) < _CHILDREN_CACHED:
+            _enqueued_children[(queue, task)] = counter
+    counter.inc(n)
+
+
+# The labelled counter of each (queue, task) the producer enqueued to: prometheus-client's own lookup costs more
+# than the rest of the count, on the enqueue path. Bounded: labels are task and queue names, a few dozen.
+_CHILDREN_CACHED = 1000
+_enqueued_children: dict[tuple[str, str], Any] = {}
 
 
 def job_finished(

@@ -25,6 +25,9 @@ class FailureReason(StrEnum):
     max_tries_exceeded = "max_tries_exceeded"  # every try was cut short (the worker died) until none was left
     arguments_rejected = "arguments_rejected"  # the arguments do not fit the task's signature
     aborted = "aborted"  # aborted before it started or while it ran
+    dependency_failed = (
+        "dependency_failed"  # a job it depends on (_depends_on) failed for good: never started
+    )
     result_not_serializable = "result_not_serializable"  # the task returned something that is not JSON
 
 
@@ -33,6 +36,11 @@ class ReleaseReason(StrEnum):
 
     unknown_task = "unknown_task"  # a task this worker does not know, within the rollout window
     worker_stopping = "worker_stopping"  # cancelled by a graceful stop: queued again at once
+    rate_limited = "rate_limited"  # RateLimited: the window is full
+    overlapping = "overlapping"  # WithoutOverlapping: another job holds the key
+    redis_unavailable = (
+        "redis_unavailable"  # a built-in middleware could not reach Redis: tried again shortly
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +63,16 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Released:
+    """Put the job back without using a try, due again in ``seconds``; ``key`` names what held it.
+
+    Return it from a middleware instead of calling ``call_next()``. With ``why=ReleaseReason.overlapping``,
+    ``key`` is a ``WithoutOverlapping`` lock's name: the job waits for that lock (woken when it is given back)
+    and ``seconds`` is only what the log shows.
+    """
+
     seconds: float
     why: str
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ checks the worker uses, and one that does not decode is shown as such, never rai
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,12 +16,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import keys
+from . import keys, timeline
 from ._lua import scripts
+from ._progress import decode_progress
 from .exceptions import JobNotFoundError, UndecodableJobError, UnknownQueueError
 from .failed import FailedJob, FailedStore, iso_ms
 from .health import live_workers
-from .records import JobRecord, JobStatus, ResultRecord
+from .records import JobRecord, JobStatus, ResultRecord, batch_id_in, result_status
 from .stats import queue_counts
 
 UNDECODABLE = "<undecodable>"
@@ -57,6 +59,7 @@ class QueueStats:
     workers: int
     oldest_queued_age_s: float | None
     paused: bool
+    released_last_hour: int = 0  # put back by a middleware (rate limit, overlap lock) without using a try
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +93,11 @@ class JobDetails:
     error: dict[str, Any] | None = None
     failure: dict[str, Any] | None = field(default=None)
     problem: str | None = None  # why a record could not be read
+    released: dict[str, Any] | None = None  # the last time a middleware put it back, why, and how often
+    progress: dict[str, Any] | None = None  # the task's last progress report: fraction, message, at
+    # held back (state waiting): {"dependencies_pending": n} for _depends_on, {"for_batch": id} for a callback
+    waiting: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = None  # the chain or batch its record names (while the record exists)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +129,7 @@ async def queue_stats(redis: Redis, name: str, failed_by_queue: dict[str, int]) 
     workers = await live_workers(redis, name)
     paused = bool(await redis.exists(keys.paused_key(name)))
     oldest = None if counts.oldest_due_ms is None else max(time.time() - counts.oldest_due_ms / 1000, 0.0)
+    hour = await timeline.last_hour(redis, [keys.queue_name(name)])
     return QueueStats(
         queue=keys.queue_name(name),
         queued=counts.queued,
@@ -130,6 +139,7 @@ async def queue_stats(redis: Redis, name: str, failed_by_queue: dict[str, int]) 
         workers=len(workers),
         oldest_queued_age_s=None if oldest is None else round(oldest, 3),
         paused=paused,
+        released_last_hour=sum(minute.released for minute in hour),
     )
 
 
@@ -202,9 +212,14 @@ async def job_details(redis: Redis, store: FailedStore, job_id: str) -> JobDetai
         pipe.get(keys.job_key(job_id))
         pipe.exists(keys.in_progress_key(job_id))
         pipe.get(keys.retry_key(job_id))
+        pipe.hgetall(keys.released_key(job_id))
+        pipe.get(keys.progress_key(job_id))
+        pipe.zscore(keys.ABORT_KEY, job_id)
+        pipe.hmget(keys.waiting_key(job_id), ["n", "q"])
         for name in queues:
             pipe.zscore(keys.queue_key(name), job_id)
-        result_raw, job_raw, running, tries, *scores = await pipe.execute(raise_on_error=False)
+        replies = await pipe.execute(raise_on_error=False)
+    result_raw, job_raw, running, tries, released, progress_raw, aborted, held, *scores = replies
     failure = await store.get(job_id)
     problems = []
     result = None
@@ -222,20 +237,38 @@ async def job_details(redis: Redis, store: FailedStore, job_id: str) -> JobDetai
     elif isinstance(job_raw, Exception):
         problems.append(f"{keys.job_key(job_id)} is not a string")
     queued_in = [(q, s) for q, s in zip(queues, scores, strict=True) if isinstance(s, float)]
+    held_fields = held if isinstance(held, list) and len(held) == 2 else [None, None]
+    held_queue = held_fields[1] if isinstance(held_fields[1], bytes) else None
+    is_held = held_queue is not None
     if result is None and job is None and failure is None and not queued_in and not problems:
         raise JobNotFoundError(
             f"no job {job_id!r}: not queued, running, finished with a kept result, or failed"
         )
     queue = queued_in[0][0] if queued_in else failure.queue if failure else None
+    if queue is None and held_queue is not None:
+        queue = keys.queue_name(held_queue.decode(errors="backslashreplace"))
+    workflow = _workflow(job)
+    state = _state(
+        result,
+        failure,
+        running is True or running == 1,
+        queued_in[0][1] if queued_in else None,
+        aborted=isinstance(aborted, float),
+    )
+    waiting: dict[str, Any] | None = None
+    if state == "expired" and is_held and job is not None:
+        state = JobStatus.waiting
+        if workflow is not None and workflow.get("role") in ("then", "catch"):
+            waiting = {"for_batch": workflow["batch_id"]}
+        else:
+            waiting = {"dependencies_pending": _int(held_fields[0])}
     if queue is None and result is not None and result.queue:
         queue = keys.queue_name(result.queue)
     task = job.task if job else result.task if result else failure.task if failure else None
     kwargs = job.kwargs if job else result.kwargs if result else failure.kwargs if failure else None
     return JobDetails(
         job_id=job_id,
-        state=_state(
-            result, failure, running is True or running == 1, queued_in[0][1] if queued_in else None
-        ),
+        state=state,
         queue=queue,
         task=task,
         kwargs=kwargs,
@@ -245,12 +278,80 @@ async def job_details(redis: Redis, store: FailedStore, job_id: str) -> JobDetai
         error=result.error if result is not None else None,
         failure=asdict(failure) if failure else None,
         problem="; ".join(problems) or None,
+        released=_released(released),
+        progress=_progress_dict(progress_raw),
+        waiting=waiting,
+        workflow=workflow,
     )
 
 
-def _state(result: ResultRecord | None, failure: FailedJob | None, running: bool, score: float | None) -> str:
+def _workflow(job: JobRecord | None) -> dict[str, Any] | None:
+    """The batch or chain the job's record names (read from Redis: only well-formed ids are shown)."""
+    if job is None:
+        return None
+    meta = job.meta
+    member = batch_id_in(meta.get("batch"))
+    if member is not None:
+        return {"kind": "batch", "batch_id": member, "role": "job"}
+    callback = batch_id_in(meta.get("batch_callback"))
+    if callback is not None:
+        role = meta.get("batch_role")
+        return {
+            "kind": "batch",
+            "batch_id": callback,
+            "role": role if role in ("then", "catch") else "callback",
+        }
+    chain = meta.get("chain")
+    link, links = meta.get("link"), meta.get("links")
+    if isinstance(chain, str) and type(link) is int and type(links) is int and 1 <= link <= links:
+        return {"kind": "chain", "chain_id": one_line_id(chain), "link": link, "links": links}
+    return None
+
+
+def one_line_id(value: str) -> str:
+    """An id read from Redis, safe to print on one line."""
+    return value[:512].encode("unicode_escape").decode("ascii")
+
+
+def _progress_dict(raw: object) -> dict[str, Any] | None:
+    found = decode_progress(raw)
+    return found.as_dict() if found is not None else None
+
+
+def _released(raw: object) -> dict[str, Any] | None:
+    """The job's release info (``arq:released:<id>``), read defensively: it came from Redis."""
+    if not isinstance(raw, dict) or not raw:
+        return None
+    fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+    try:
+        last = json.loads(fields.get("last", "{}"))
+    except ValueError:
+        last = {}
+    if not isinstance(last, dict):
+        last = {}
+    return {
+        "count": _int(fields.get("count")),
+        "at": iso_ms(_int(fields.get("at")) or None),
+        "reason": str(last.get("reason", "?")),
+        "key": last.get("key"),
+        "retry_in_s": last.get("retry_in_s"),
+    }
+
+
+def _state(
+    result: ResultRecord | None,
+    failure: FailedJob | None,
+    running: bool,
+    score: float | None,
+    *,
+    aborted: bool = False,
+) -> str:
     if result is not None:
-        return JobStatus.complete if result.success else JobStatus.failed
+        return result_status(result)
+    if aborted and (running or score is not None):
+        return JobStatus.aborted  # ending: cancelled by its worker, or ended without starting
+    if failure is not None and failure.reason == "aborted" and not running and score is None:
+        return JobStatus.aborted
     if running:
         return JobStatus.in_progress
     if score is not None:

@@ -21,17 +21,39 @@ MAX_TRY = 1_000_000
 PICKLE_MARK = b"\x80"  # every pickle protocol >= 2 starts with PROTO
 META_KEY = "sq"  # scalr_queue's own additions to arq's job record; arq ignores unknown keys
 _NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+_BATCH_ID = re.compile(r"[0-9a-f]{32}")  # batch() makes its ids: 16 random bytes, hex
 
 
 class JobStatus(StrEnum):
-    """Where a job is; ``failed`` is a finished job whose last try did not succeed."""
+    """Where a job is; ``failed`` is a finished job whose last try did not succeed; ``aborted``, one somebody
+    aborted (``Job.abort()``): it is ending, or ended, without success and is not tried again."""
 
     queued = "queued"
     deferred = "deferred"
     in_progress = "in_progress"
     complete = "complete"
     failed = "failed"
+    aborted = "aborted"
+    waiting = "waiting"  # held back by _depends_on until the jobs it depends on succeed
     not_found = "not_found"
+
+
+ABORTED_MESSAGE = "aborted"  # the message of the CancelledError an aborted job's result holds (arq's shape)
+
+
+def result_status(result: ResultRecord) -> JobStatus:
+    """A finished job's status from its result: complete, failed, or aborted."""
+    if result.success:
+        return JobStatus.complete
+    error = result.error or {}
+    if error.get("type") == "CancelledError" and error.get("message") == ABORTED_MESSAGE:
+        return JobStatus.aborted
+    return JobStatus.failed
+
+
+def batch_id_in(value: object) -> str | None:
+    """A batch id read from a job record (untrusted): one ``batch()`` could have made, else None."""
+    return value if isinstance(value, str) and _BATCH_ID.fullmatch(value) else None
 
 
 def valid_name(name: object) -> bool:

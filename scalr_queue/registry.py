@@ -37,18 +37,22 @@ class PublishedTask:
     required: tuple[str, ...]
     accepts_any_keyword: bool
     signature: str
+    unique: bool = False  # a unique task: its producer dedupes (DESIGN §8)
+    unique_for_s: float | None = None
+    unique_custom_id: bool = False  # its unique id comes from a function only the task's own code has
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "queue": self.queue,
-                "params": list(self.params),
-                "required": list(self.required),
-                "accepts_any_keyword": self.accepts_any_keyword,
-                "signature": self.signature,
-                "published_at": time.time(),
-            }
-        )
+        entry: dict[str, Any] = {
+            "queue": self.queue,
+            "params": list(self.params),
+            "required": list(self.required),
+            "accepts_any_keyword": self.accepts_any_keyword,
+            "signature": self.signature,
+            "published_at": time.time(),
+        }
+        if self.unique:
+            entry["unique"] = {"for_s": self.unique_for_s, "custom_id": self.unique_custom_id}
+        return json.dumps(entry)
 
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> PublishedTask | None:
@@ -60,6 +64,10 @@ class PublishedTask:
                 return None
             if not all(isinstance(p, str) for p in [*params, *required]):
                 return None
+            unique = data.get("unique")
+            unique_for = unique.get("for_s") if isinstance(unique, dict) else None
+            if not (unique_for is None or (isinstance(unique_for, int | float) and unique_for > 0)):
+                return None
             return cls(
                 name=name,
                 queue=queue,
@@ -67,6 +75,9 @@ class PublishedTask:
                 required=tuple(required),
                 accepts_any_keyword=bool(data.get("accepts_any_keyword")),
                 signature=str(data.get("signature") or name),
+                unique=isinstance(unique, dict),
+                unique_for_s=None if unique_for is None else float(unique_for),
+                unique_custom_id=isinstance(unique, dict) and unique.get("custom_id") is True,
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -96,6 +107,9 @@ def describe(task: Any) -> PublishedTask:
         required=tuple(signature.required),
         accepts_any_keyword=signature.accepts_any_keyword,
         signature=signature.describe(),
+        unique=task.options.unique,
+        unique_for_s=task.options.unique_for_s,
+        unique_custom_id=task.options.unique_id is not None,
     )
 
 

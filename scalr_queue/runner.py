@@ -9,6 +9,8 @@ happened into one typed outcome (``outcome.py``). The engine writes outcomes; it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import math
 import time
@@ -18,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from arq.utils import args_to_string, truncate
 from arq.worker import Retry, RetryJob
 
-from . import wire
+from . import tracing, wire
 from .exceptions import (
     ArgumentsRejectedError,
+    DependencyFailedError,
     JobTimeoutError,
     NonRetryableError,
     ResultNotSerializableError,
@@ -34,7 +36,7 @@ from .exceptions import (
 )
 from .logs import get_logger
 from .outcome import Aborted, Failed, FailureReason, Outcome, Released, ReleaseReason, RetryIn, Succeeded
-from .records import JobRecord
+from .records import JobRecord, batch_id_in
 from .retries import Backoff, retry_deadline_ms
 from .tasks import Task
 
@@ -174,10 +176,26 @@ class Runner:
         self.on_job_end = on_job_end
         self.log_results = log_results
         self.arq_lines = arq_lines  # arq's own per-job log lines, for those who still read them
+        self._bound_log: Any = None
+
+    @property
+    def _log(self) -> Any:
+        """The worker's logger, bound at the first job (logging is configured by then): the module's lazy proxy
+        would bind anew on every call, twice per job."""
+        if self._bound_log is None:
+            self._bound_log = log.bind()
+        return self._bound_log
 
     # --- before the task runs ------------------------------------------------------------------------------
 
-    def prepare(self, attempt: Attempt, *, corrupt: str | None = None, aborted: bool = False) -> Attempt:
+    def prepare(
+        self,
+        attempt: Attempt,
+        *,
+        corrupt: str | None = None,
+        aborted: bool = False,
+        dependency_failed: bool = False,
+    ) -> Attempt:
         """Decode the claimed job and find its task; sets ``attempt.outcome`` when it must not run."""
         if corrupt is not None:
             return self._early(
@@ -198,6 +216,9 @@ class Runner:
         plan = attempt.plan = self.plans.get(record.task)
         if aborted:
             return self._early(attempt, Aborted())
+        if dependency_failed:
+            failed = DependencyFailedError("a job it depends on (_depends_on) failed for good")
+            return self._early(attempt, Failed(FailureReason.dependency_failed, failed))
         if plan is None:
             left_s = self.rollout_window_s - (time.time() * 1000 - record.enqueue_ms) / 1000
             if left_s > 0:
@@ -237,10 +258,13 @@ class Runner:
             "enqueue_time": datetime.fromtimestamp(record.enqueue_ms / 1000, tz=UTC),
             "score": int(attempt.score),
         }
+        batch_id = batch_id_in(record.meta.get("batch") or record.meta.get("batch_callback"))
+        if batch_id is not None:
+            ctx["batch_id"] = batch_id  # a job of a batch, or its then/catch callback
         fields = {"job_id": attempt.job_id, "task": record.task, "queue": self.queue, "try": attempt.job_try}
-        with structlog.contextvars.bound_contextvars(**fields):
+        with tracing.try_scope(record.meta, fields) as scope:  # log context and, with otel, the try's span
             attempt.started_ms = now_ms()
-            log.info("job_started")
+            self._log.info("job_started")
             self._arq_start_line(attempt, record)
             started = time.perf_counter()
             outcome = await self._call(attempt, plan, record, ctx)
@@ -250,8 +274,9 @@ class Runner:
                 try:
                     await self.on_job_end(ctx)
                 except Exception as exc:
-                    log.error("on_job_end_failed", error_type=type(exc).__name__, error=str(exc))
+                    self._log.error("on_job_end_failed", error_type=type(exc).__name__, error=str(exc))
             attempt.outcome = outcome
+            scope.finish(outcome)
             self._log_outcome(attempt, outcome, duration_ms=duration_ms)
         return outcome
 
@@ -269,6 +294,8 @@ class Runner:
             async with asyncio.timeout(plan.timeout_s) as deadline:
                 result = await self._pipeline(plan, attempt, record, ctx, positional, values)
             attempt.running = False
+            if isinstance(result, Released):  # a middleware put the job back instead of running it
+                return result
             try:
                 jsonable = wire.to_jsonable(result, what=f"the result of task {record.task!r}")
             except SerializationError as exc:
@@ -308,7 +335,11 @@ class Runner:
         )
 
         async def call_task() -> Any:
-            return await plan.task.fn(ctx, *positional, **values)
+            try:
+                return await plan.task.fn(ctx, *positional, **values)
+            except Exception as exc:
+                _note_origin(exc, TASK_ORIGIN)
+                raise
 
         call_next: CallNext = call_task
         for layer in reversed(layers):
@@ -355,7 +386,7 @@ class Runner:
         fields = {} if attempt.started_ms else self._fields(attempt)  # a try that ran has them bound
         t = duration_ms / 1000
         if isinstance(outcome, Succeeded):
-            log.info("job_succeeded", duration_ms=duration_ms, **fields)
+            self._log.info("job_succeeded", duration_ms=duration_ms, **fields)
             if self._arq_lines_on():
                 shown = (
                     "" if outcome.result is None or not self.log_results else truncate(repr(outcome.result))
@@ -363,13 +394,14 @@ class Runner:
                 arq_log.info("%6.2fs ← %s ● %s", t, attempt.ref, shown)
         elif isinstance(outcome, RetryIn):
             error = outcome.error
-            log.warning(
+            self._log.warning(
                 "job_retrying",
                 duration_ms=duration_ms,
                 defer_s=round(outcome.seconds, 3),
                 max_tries=attempt.plan.max_tries if attempt.plan else None,
                 error_type=type(error).__name__ if error else None,
                 error=str(error) if error else None,
+                **_where(error),
                 **fields,
             )
             if self._arq_lines_on():
@@ -378,17 +410,24 @@ class Runner:
                 else:
                     arq_log.info("%6.2fs ↻ %s cancelled, will be run again", t, attempt.ref)
         elif isinstance(outcome, Released):
-            log.info("job_released", reason=str(outcome.why), retry_in_s=round(outcome.seconds, 3), **fields)
+            keyed = {"key": outcome.key} if outcome.key else {}
+            self._log.info(
+                "job_released",
+                reason=str(outcome.why),
+                retry_in_s=round(outcome.seconds, 3),
+                **keyed,
+                **fields,
+            )
             if attempt.started_ms and self._arq_lines_on():  # cancelled by a stop: arq's line for it
                 arq_log.info("%6.2fs ↻ %s cancelled, will be run again", t, attempt.ref)
         elif isinstance(outcome, Aborted):
-            log.warning("job_aborted", duration_ms=duration_ms, **fields)
+            self._log.warning("job_aborted", duration_ms=duration_ms, **fields)
             if self._arq_lines_on():
                 when = "aborted" if attempt.started_ms else "aborted before start"
                 arq_log.info("%6.2fs ⊘ %s %s", t, attempt.ref, when)
         else:
             error = outcome.error
-            log.error(
+            self._log.error(
                 "job_failed",
                 duration_ms=duration_ms,
                 reason=outcome.reason.value,
@@ -396,6 +435,7 @@ class Runner:
                 error_type=type(error).__name__,
                 error=str(error),
                 exception=outcome.traceback,
+                **_where(error),
                 **fields,
             )
             if self._arq_lines_on():
@@ -479,9 +519,44 @@ def _arguments(task: Task[..., Any], record: JobRecord) -> tuple[tuple[Any, ...]
 
 def _wrap(layer: Middleware, info: JobInfo, call_next: CallNext) -> CallNext:
     async def call() -> Any:
-        return await layer(info, call_next)
+        try:
+            return await layer(info, call_next)
+        except Exception as exc:
+            _note_origin(
+                exc, _name(layer)
+            )  # only if it did not come from further in (the task, inner layers)
+            raise
 
     return call
+
+
+def _where(error: BaseException | None) -> dict[str, str]:
+    """``raised_in=<middleware>`` when a middleware, not the task, raised the error."""
+    where = raised_in(error.__cause__ or error) if error is not None else None
+    if where is None and error is not None:
+        where = raised_in(error)
+    return {"raised_in": where} if where else {}
+
+
+TASK_ORIGIN = "task"
+_ORIGIN = "__scalr_queue_raised_in__"
+
+
+def _note_origin(exc: BaseException, where: str) -> None:
+    """Remember where an exception was first seen on its way out: the task, or the middleware that raised it."""
+    if not hasattr(exc, _ORIGIN):
+        with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attributes
+            setattr(exc, _ORIGIN, where)
+
+
+def raised_in(exc: BaseException | None) -> str | None:
+    """The middleware that raised ``exc`` (None when the task did, or nobody noted it)."""
+    where = getattr(exc, _ORIGIN, None)
+    return None if where in (None, TASK_ORIGIN) else str(where)
+
+
+def _name(layer: object) -> str:
+    return type(layer).__name__ if not inspect.isfunction(layer) else layer.__qualname__
 
 
 def _trace(exc: BaseException) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import pydantic
 from arq.worker import Function
@@ -26,6 +26,11 @@ from arq.worker import Function
 from ._state import STATE
 from .exceptions import TaskArgumentsError, UnknownTaskError, WorkerSettingsError
 from .retries import Backoff, BackoffSpec
+
+if TYPE_CHECKING:
+    from datetime import timedelta as _timedelta
+
+    from .client import Job
 
 # build_settings() keeps the user's own WorkerSettings values on the class it builds, under this name.
 BUILT_FROM = "__scalr_queue_user_settings__"
@@ -54,6 +59,15 @@ class TaskOptions:
     backoff: Backoff | None = None
     retry_until: datetime | timedelta | None = None
     middleware: tuple[Any, ...] = ()
+    unique_for_s: float | None = None
+    unique_id: Callable[[dict[str, Any]], str] | None = None
+    unique_until_processing: bool = False
+    on_failure: Callable[[dict[str, Any], Any], Awaitable[Any]] | None = None
+
+    @property
+    def unique(self) -> bool:
+        """Whether a second enqueue of the same job, while the first waits (or runs), is deduplicated."""
+        return self.unique_for_s is not None or self.unique_id is not None or self.unique_until_processing
 
 
 class TaskSignature:
@@ -195,10 +209,17 @@ def _resolve(fn: Callable[..., Any], param: inspect.Parameter) -> Any:
 
 
 class Task(Generic[P, R]):
-    """An async task function with its options; calling it still calls the function."""
+    """An async task function with its options; calling it still calls the function (``ctx`` first).
+
+    ``P`` is the task's parameters without ``ctx``, ``R`` what it returns: ``await t.enqueue(**kwargs)`` is
+    checked by mypy against the task's own signature, and its ``Job[R]``'s ``result()`` is typed ``R``."""
 
     def __init__(
-        self, fn: Callable[P, Awaitable[R]], *, name: str | None = None, options: TaskOptions
+        self,
+        fn: Callable[Concatenate[Any, P], Awaitable[R]],
+        *,
+        name: str | None = None,
+        options: TaskOptions,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise WorkerSettingsError(
@@ -211,15 +232,60 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
-        return self.fn(*args, **kwargs)
+    def __call__(self, ctx: Any, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        return self.fn(ctx, *args, **kwargs)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R] | None:
+        """Queue a job of this task on the default client (keyword arguments only, as ``enqueue``); None if its
+        ``_job_id`` exists. Enqueue options go through ``with_options(...)``."""
+        return await self.with_options().enqueue(*args, **kwargs)
+
+    def with_options(
+        self,
+        *,
+        _job_id: str | None = None,
+        _queue_name: str | None = None,
+        _defer_until: datetime | None = None,
+        _defer_by: float | _timedelta | None = None,
+        _expires: float | _timedelta | None = None,
+        _priority: int | None = None,
+    ) -> TaskEnqueuer[P, R]:
+        """This task with enqueue options: ``await t.with_options(_defer_by=10).enqueue(invoice_id=7)``."""
+        options = {
+            "_job_id": _job_id,
+            "_queue_name": _queue_name,
+            "_defer_until": _defer_until,
+            "_defer_by": _defer_by,
+            "_expires": _expires,
+            "_priority": _priority,
+        }
+        return TaskEnqueuer(self, {k: v for k, v in options.items() if v is not None})
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
 
+class TaskEnqueuer(Generic[P, R]):
+    """A task with enqueue options, ready to queue (``Task.with_options``)."""
+
+    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
+        self.task = task
+        self.options = options
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R] | None:
+        if args:
+            raise TaskArgumentsError(
+                f"task {self.task.name!r} takes keyword arguments only at enqueue, not {len(args)} positional"
+            )
+        from .client import default_client
+
+        values: dict[str, Any] = {**self.options, **kwargs}
+        job: Job[R] | None = await default_client().enqueue(self.task, **values)
+        return job
+
+
 @overload
-def task(fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+def task(fn: Callable[Concatenate[Any, P], Awaitable[R]], /) -> Task[P, R]: ...
 
 
 @overload
@@ -233,11 +299,15 @@ def task(
     queue: str | None = None,
     keep_result: Seconds | None = None,
     middleware: Sequence[Any] = (),
-) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
+    unique_for: Seconds | None = None,
+    unique_id: Callable[[dict[str, Any]], str] | None = None,
+    unique_until_processing: bool = False,
+    on_failure: Callable[[dict[str, Any], Any], Awaitable[Any]] | None = None,
+) -> Callable[[Callable[Concatenate[Any, P], Awaitable[R]]], Task[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, Awaitable[R]] | None = None,
+    fn: Callable[Concatenate[Any, P], Awaitable[R]] | None = None,
     /,
     *,
     name: str | None = None,
@@ -248,15 +318,33 @@ def task(
     queue: str | None = None,
     keep_result: Seconds | None = None,
     middleware: Sequence[Any] = (),
-) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
+    unique_for: Seconds | None = None,
+    unique_id: Callable[[dict[str, Any]], str] | None = None,
+    unique_until_processing: bool = False,
+    on_failure: Callable[[dict[str, Any], Any], Awaitable[Any]] | None = None,
+) -> Task[P, R] | Callable[[Callable[Concatenate[Any, P], Awaitable[R]]], Task[P, R]]:
     """Give a task its own options: ``@task(max_tries=3, timeout=60, backoff=[1, 5, 30], queue="bulk")``.
 
     ``backoff``: ``"exponential"`` (2, 4, 8 s ... with jitter), a number of seconds, or a list of per-try delays
     whose last value repeats. ``retry_until``: a datetime, or a duration from the first enqueue, after which
     a failed job is not tried again. ``queue`` is where ``enqueue`` sends the task when the caller names none.
+
+    Unique jobs (docs/middleware.md): with ``unique_for`` (seconds), ``unique_id`` (a function of the kwargs; by
+    default the kwargs themselves) or ``unique_until_processing``, an enqueue while the same job waits (or runs,
+    unless ``unique_until_processing``) queues nothing and returns the first job's handle. ``on_failure``:
+    ``async def hook(ctx, record)``, called once on the worker when the job lands in the failed store.
     """
     if max_tries is not None and max_tries < 1:
         raise WorkerSettingsError("max_tries must be at least 1")
+    unique_for_s = to_seconds(unique_for)
+    if unique_for_s is not None and not unique_for_s > 0:
+        raise WorkerSettingsError(f"unique_for must be more than 0 seconds, not {unique_for!r}")
+    if unique_id is not None and not callable(unique_id):
+        raise WorkerSettingsError(f"unique_id must be a function of the job's kwargs, not {unique_id!r}")
+    if on_failure is not None and not inspect.iscoroutinefunction(on_failure):
+        raise WorkerSettingsError(
+            f"on_failure must be an async function (async def hook(ctx, record)), not {on_failure!r}"
+        )
     options = TaskOptions(
         max_tries=max_tries,
         timeout_s=to_seconds(timeout),
@@ -267,9 +355,13 @@ def task(
         if isinstance(retry_until, datetime | None)
         else timedelta(seconds=to_seconds(retry_until) or 0),
         middleware=tuple(middleware),
+        unique_for_s=unique_for_s,
+        unique_id=unique_id,
+        unique_until_processing=bool(unique_until_processing),
+        on_failure=on_failure,
     )
 
-    def decorate(f: Callable[P, Awaitable[R]]) -> Task[P, R]:
+    def decorate(f: Callable[Concatenate[Any, P], Awaitable[R]]) -> Task[P, R]:
         return Task(f, name=name, options=options)
 
     return decorate(fn) if fn is not None else decorate

@@ -30,6 +30,7 @@ class Outcome(StrEnum):
     succeeded = "succeeded"  # the job finished with a result
     failed = "failed"  # the job ended for good without success (it is in the failed store)
     retried = "retried"  # the try failed and the job will run again
+    released = "released"  # a middleware (or the rollout window) put the job back without using a try
 
 
 def minute_of(at_s: float) -> int:
@@ -83,6 +84,7 @@ class Minute:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    released: int = 0
 
 
 async def last_hour(
@@ -115,6 +117,7 @@ async def last_hour(
                 succeeded=totals[Outcome.succeeded],
                 failed=totals[Outcome.failed],
                 retried=totals[Outcome.retried],
+                released=totals[Outcome.released],
             )
         )
     return out

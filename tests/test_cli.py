@@ -80,6 +80,7 @@ async def test_stats_jobs_and_job_follow_a_worker(spawn: Callable[..., WorkerPro
             "workers": 0,
             "oldest_queued_age_s": before[0]["oldest_queued_age_s"],
             "paused": False,
+            "released_last_hour": 0,
         }
     ]
     assert before[0]["oldest_queued_age_s"] >= 0

@@ -167,7 +167,9 @@ async def test_one_pool_for_many_enqueues(monkeypatch: pytest.MonkeyPatch) -> No
         finally:
             await probe.aclose()
             await scalr_queue.close()
-    assert opened <= 12  # one per concurrent in-flight call at most, never one per call
+    # one per call would be 250; the pool opens one per call in flight at the same moment, which 200 gathered
+    # calls make about 10 on a quiet machine and more on a loaded one (the scheduler decides how many overlap)
+    assert opened <= 40
 
 
 def test_each_event_loop_gets_its_own_pool(redis_server) -> None:  # type: ignore[no-untyped-def]

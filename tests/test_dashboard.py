@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -432,3 +433,17 @@ def test_without_the_extra_the_error_names_the_pip_command() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'scalr_queue[dashboard]'" in out
+
+
+async def test_aborted_tab_lists_only_aborted_failures(web: httpx.AsyncClient, queue: str) -> None:
+    """The queue page's "aborted" tab picks the failure records of reason ``aborted`` out of the failed store."""
+    await enqueue("add", x=1, y=2)  # the queue exists
+    aborted = dataclasses.replace(failure("ab-1", queue), reason="aborted", error_type="CancelledError")
+    await store().record(aborted)
+    await store().record(failure("f-9", queue))
+    page = await web.get(f"/queues/{queue}?state=aborted")
+    assert page.status_code == 200
+    assert 'data-job="ab-1"' in page.text
+    assert 'data-job="f-9"' not in page.text
+    everything = await web.get(f"/queues/{queue}?state=failed")
+    assert 'data-job="ab-1"' in everything.text and 'data-job="f-9"' in everything.text

@@ -137,10 +137,24 @@ async def _is_zero(count: object) -> bool:
 
 
 async def test_jobs_of_a_task_an_old_worker_does_not_know_do_not_spin_it(
-    spawn: Callable[..., WorkerProcess], redis
-) -> None:  # type: ignore[no-untyped-def]
+    spawn: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """50 jobs of a task an old worker does not know wait out the rollout window off the due set: the worker and
-    Redis stay quiet, and 50 known jobs queued after them all run."""
+    Redis stay quiet, and 50 known jobs queued after them all run. A Redis of its own: the command count is the
+    worker's alone, not a parallel test's too."""
+    with RedisServer() as server:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        reset()
+        await scalr_queue.close()
+        redis_client = redis.asyncio.Redis.from_url(server.url)
+        try:
+            await _unknown_tasks_stay_quiet(spawn, redis_client)
+        finally:
+            await redis_client.aclose()
+            await scalr_queue.close()
+
+
+async def _unknown_tasks_stay_quiet(spawn: Callable[..., WorkerProcess], redis: redis.asyncio.Redis) -> None:
     worker = spawn("tests.apps.faults", env={"SCALR_QUEUE_CONCURRENCY": "10"})
     worker.wait_started()
     unknown = [await enqueue("brand_new_task", n=i) for i in range(50)]
@@ -151,7 +165,9 @@ async def test_jobs_of_a_task_an_old_worker_does_not_know_do_not_spin_it(
     commands = (await redis.info("stats"))["total_commands_processed"] - before_cmds
     cpu = cpu_seconds(worker.proc.pid) - before_cpu
     assert cpu < 0.6, f"the worker used {cpu:.2f} s of CPU in 3 s"  # the spin used ~70 %
-    assert commands < 3000, f"Redis ran {commands} commands in 3 s"  # the spin caused 60k-200k per second
+    # the spin caused 60k-200k per second; the 150 honest re-offers (50 jobs, once a second) cost ~25 commands each
+    # (claim, priority index, release record, put back): 3,000-5,000 here
+    assert commands < 6000, f"Redis ran {commands} commands in 3 s"
     known = [await enqueue("add", x=i, y=0) for i in range(50)]
     assert [await job.result(timeout=20) for job in known if job] == list(range(50))
     assert all([await job.status() is JobStatus.deferred for job in unknown if job])

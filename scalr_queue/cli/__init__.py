@@ -15,6 +15,7 @@ from ._common import redis_url_option
 from ._failed import failed_group
 from ._migrate import migrate_command
 from ._queues import (
+    abort_command,
     clean_command,
     enqueue_command,
     job_command,
@@ -43,6 +44,7 @@ for command in (
     stats_command,
     jobs_command,
     job_command,
+    abort_command,
     enqueue_command,
     failed_group,
     pause_command,

@@ -1,4 +1,4 @@
-"""``stats``, ``jobs``, ``job``, ``enqueue``, ``pause``, ``resume``, ``purge``, ``clean``: queues and jobs."""
+"""``stats``, ``jobs``, ``job``, ``abort``, ``enqueue``, ``pause``, ``resume``, ``purge``, ``clean``: queues and jobs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from .. import queues
 from ..client import Client
-from ..exceptions import TaskArgumentsError
+from ..exceptions import JobNotFoundError, TaskArgumentsError
 from ..records import JobStatus
 from ._common import (
     CommandInputError,
@@ -38,7 +38,8 @@ def _age(seconds: float | None) -> str:
 @redis_url_option
 @user_errors
 def stats_command(*, queue: str | None, as_json: bool) -> None:
-    """Per queue: queued, in progress, deferred, failed, live workers, oldest queued job's wait, paused."""
+    """Per queue: queued, in progress, deferred, failed, live workers, oldest queued job's wait, paused, and how
+    many times a middleware put a job back in the last hour (rate limits, overlap locks)."""
 
     async def gather(s: Session) -> list[queues.QueueStats]:
         names = [await queues.require_queue(s.redis, queue)] if queue else await queues.known_queues(s.redis)
@@ -59,10 +60,21 @@ def stats_command(*, queue: str | None, as_json: bool) -> None:
             q.workers,
             _age(q.oldest_queued_age_s),
             "yes" if q.paused else "no",
+            q.released_last_hour,
         )
         for q in found
     ]
-    headers = ("queue", "queued", "in progress", "deferred", "failed", "workers", "oldest waiting", "paused")
+    headers = (
+        "queue",
+        "queued",
+        "in progress",
+        "deferred",
+        "failed",
+        "workers",
+        "oldest waiting",
+        "paused",
+        "released (1 h)",
+    )
     print_table(headers, rows, empty="no queues yet (nothing enqueued, no worker running)")
 
 
@@ -70,7 +82,7 @@ def stats_command(*, queue: str | None, as_json: bool) -> None:
 @click.option("--queue", "-q", help="Queue to list (default: SCALR_QUEUE_NAME, else 'default').")
 @click.option(
     "--state",
-    type=click.Choice([s.value for s in queues.WAITING_STATES] + ["in-progress"]),
+    type=click.Choice([s.value for s in queues.WAITING_STATES] + ["in-progress", "waiting"]),
     help="Only jobs in this state.",
 )
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
@@ -79,6 +91,12 @@ def stats_command(*, queue: str | None, as_json: bool) -> None:
 @user_errors
 def jobs_command(*, queue: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """The jobs in a queue, soonest first: id, task, state, when it runs, when it was enqueued, try."""
+
+    if state == JobStatus.waiting:
+        raise CommandInputError(
+            "waiting jobs (held by _depends_on, or a batch's then/catch) are not in their queue until released, and "
+            "no index lists them: see one with scalr-queue job ID"
+        )
 
     async def gather(s: Session) -> list[queues.JobSummary]:
         name = await queues.require_queue(s.redis, queue or s.settings.name)
@@ -116,10 +134,59 @@ def job_command(*, job_id: str, as_json: bool) -> None:
     )
     if error:
         click.echo(f"{'error:':<13}{error.get('type')}: {one_line(str(error.get('message')), 200)}")
+    if details.progress:
+        p = details.progress
+        said = f" {one_line(p['message'], 200)}" if p.get("message") else ""
+        click.echo(f"{'progress:':<13}{p['fraction']:.0%}{said} (at {p['at']})")
     if details.failure:
         click.echo(f"{'failed:':<13}{details.failure['reason']} (scalr-queue failed show {job_id})")
+    if details.released:
+        r = details.released
+        where = f" key={r['key']}" if r.get("key") else ""
+        click.echo(
+            f"{'released:':<13}{r['count']}x, last {r['at']}: reason={r['reason']}{where} "
+            f"retry_in_s={r.get('retry_in_s')}"
+        )
+    if details.waiting:
+        w = details.waiting
+        said = (
+            f"until batch {w['for_batch']} says so (then/catch)"
+            if "for_batch" in w
+            else f"for {w['dependencies_pending']} job(s) it depends on (_depends_on)"
+        )
+        click.echo(f"{'waiting:':<13}{said}")
+    if details.workflow:
+        f = details.workflow
+        if f["kind"] == "batch":
+            click.echo(f"{'batch:':<13}{f['batch_id']} ({f['role']})")
+        else:
+            click.echo(f"{'chain:':<13}{f['chain_id']} (link {f['link']} of {f['links']})")
     if details.problem:
         click.echo(f"{'unreadable:':<13}{one_line(details.problem, 200)}")
+
+
+@click.command("abort")
+@click.argument("job_id")
+@redis_url_option
+@user_errors
+def abort_command(*, job_id: str) -> None:
+    """Abort JOB_ID: a waiting job never starts, a running one is cancelled within about a second."""
+
+    async def act(s: Session) -> str:
+        client = Client(s.settings, redis=s.redis)
+        return await client.backend.abort(job_id, s.settings.name)
+
+    state = on_redis(act)
+    if state == "not_found":
+        raise JobNotFoundError(
+            f"no job {job_id!r}: not queued, running, finished with a kept result, or failed"
+        )
+    if state == "finished":
+        click.echo(f"job {job_id} had finished already: nothing to abort (scalr-queue job {job_id})")
+    elif state == "running":
+        click.echo(f"aborted {job_id}: running, its worker cancels it within about a second")
+    else:
+        click.echo(f"aborted {job_id}: it will not start")
 
 
 def parse_assignments(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -99,7 +99,13 @@ async def queue_page(request: Request) -> Response:
         row = await reads.queue_row(s.redis, s.store, name)
         minutes = await timeline.last_hour(s.redis, [name])
         page = await listing.page(s.redis, s.store, name, state, start=start, task=task)
-    page.count = row.ready if state is listing.State.queued else page.total
+    page.count = (
+        row.ready
+        if state is listing.State.queued
+        else None  # aborted: picked out of the failed store, not counted
+        if state is listing.State.aborted
+        else page.total
+    )
     return d.page(
         request,
         "queue.html",

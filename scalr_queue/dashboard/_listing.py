@@ -36,6 +36,7 @@ class State(StrEnum):
     in_progress = JobStatus.in_progress.value
     complete = JobStatus.complete.value
     failed = JobStatus.failed.value
+    aborted = JobStatus.aborted.value  # the failed store's records of reason "aborted"
 
 
 @dataclass
@@ -77,6 +78,8 @@ async def page(
         await _running(redis, result)
     elif state is State.complete:
         await _complete(redis, result)
+    elif state is State.aborted:
+        await _failed(store, result, reason=JobStatus.aborted.value)
     else:
         await _failed(store, result)
     return result
@@ -150,10 +153,11 @@ async def _rows(redis: ArqRedis, found: list[tuple[str, float]], key: Callable[[
     ]
 
 
-def _finish(page: Page, position: int) -> None:
+def _finish(page: Page, position: int, *, filtered: bool | None = None) -> None:
     if position < (page.total or 0):
         page.next_start = position
-    page.budget_spent = bool(page.task) and page.examined >= FILTER_BUDGET and page.next_start is not None
+    filtered = bool(page.task) if filtered is None else filtered
+    page.budget_spent = filtered and page.examined >= FILTER_BUDGET and page.next_start is not None
 
 
 async def _running(redis: ArqRedis, page: Page) -> None:
@@ -226,11 +230,13 @@ async def _complete(redis: ArqRedis, page: Page) -> None:
     _finish(page, position)
 
 
-async def _failed(store: FailedStore, page: Page) -> None:
-    """The queue's failure records, newest first, through its index in the failed store."""
+async def _failed(store: FailedStore, page: Page, reason: str | None = None) -> None:
+    """The queue's failure records, newest first, through its index in the failed store; with ``reason``, only
+    those (looked for like a task filter: at most FILTER_BUDGET records per page)."""
     page.total = await store.count(page.queue)
     position = page.start
-    budget = FILTER_BUDGET if page.task else PAGE_SIZE
+    filtered = bool(page.task or reason)
+    budget = FILTER_BUDGET if filtered else PAGE_SIZE
     while len(page.rows) < PAGE_SIZE and position < page.total and page.examined < budget:
         count = min(CHUNK, page.total - position, budget - page.examined)
         ids = await store.ids(position, count, queue=page.queue)
@@ -243,10 +249,12 @@ async def _failed(store: FailedStore, page: Page) -> None:
             failure = records.failed_job(raw)
             if page.task and (failure is None or failure.task != page.task):
                 continue
+            if reason and (failure is None or failure.reason != reason):
+                continue
             page.rows.append(failed_row(job_id, raw, failure))
             if len(page.rows) >= PAGE_SIZE:
                 break
-    _finish(page, position)
+    _finish(page, position, filtered=filtered)
 
 
 def failed_row(job_id: str, raw: bytes | None, failure: FailedJob | None) -> Row:

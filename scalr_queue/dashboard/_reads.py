@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from arq.connections import ArqRedis
 
 from .. import keys, timeline
+from .._progress import Progress, decode_progress
 from ..exceptions import UndecodableJobError
 from ..failed import FailedJob, FailedStore
 from ..records import JobRecord, JobStatus, ResultRecord
@@ -125,6 +126,7 @@ class JobView:
     lease_ms: int | None = None
     timeline: list[Event] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)  # what did not decode, with a preview
+    progress: Progress | None = None  # the task's last progress report
 
 
 async def job(redis: ArqRedis, job_id: str) -> JobView | None:
@@ -136,9 +138,10 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
         pipe.pttl(keys.in_progress_key(job_id))
         pipe.get(keys.retry_key(job_id))
         pipe.get(keys.failed_key(job_id))
+        pipe.get(keys.progress_key(job_id))
         for name in names:
             pipe.zscore(keys.queue_key(name), job_id)
-        job_raw, result_raw, lease, tries_raw, failed_raw, *scores = await pipe.execute()
+        job_raw, result_raw, lease, tries_raw, failed_raw, progress_raw, *scores = await pipe.execute()
     queued_in = [(name, float(score)) for name, score in zip(names, scores, strict=True) if score is not None]
     if job_raw is None and result_raw is None and failed_raw is None and not queued_in:
         return None
@@ -152,6 +155,7 @@ async def job(redis: ArqRedis, job_id: str) -> JobView | None:
     if failed_raw is not None and failure is None:
         view.corrupt.append(f"failure record: {records.preview(failed_raw)}")
     view.failure = failure
+    view.progress = decode_progress(progress_raw)
     view.task = payload.task if payload else result.task if result else failure.task if failure else None
     view.kwargs = (
         payload.kwargs if payload else result.kwargs if result else failure.kwargs if failure else None

@@ -82,7 +82,11 @@ class LeaseKeeper:
             failing = False
             for raw in retaken:
                 log.warning("lease_retaken", job_id=_text(raw), reason="it ran out during a Redis outage")
+            running = self.running()
             for raw in lost:
+                attempt = running.get(raw)
+                if attempt is not None and attempt.outcome is not None:
+                    continue  # its outcome was written as this renewal was sent: nothing was lost
                 self.lost.add(raw)
                 holder = await self._holder(raw)
                 log.error(

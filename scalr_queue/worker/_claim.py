@@ -20,10 +20,10 @@ from .._lua import scripts
 
 SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
 RETRY_KEY_TTL_S = 88_400  # arq's expiry on its try counter
-_FIELDS = 5
+_FIELDS = 6
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per job, and a frozen dataclass is slower to build
 class Claimed:
     raw_id: bytes
     job_id: str
@@ -31,6 +31,7 @@ class Claimed:
     payload: bytes | None  # None: the job's data expired
     job_try: int  # arq's try counter after this claim
     aborted: bool
+    dependency_failed: bool  # a job it depends on (``_depends_on``) failed for good
     corrupt: str | None  # why the job cannot be run at all, before decoding
 
 
@@ -56,12 +57,19 @@ class Claimer:
             RETRY_KEY_TTL_S,
             keys.ABORT_KEY,
         ]
-        self._keys = [self.queue_key, keys.paused_key(queue_key), keys.notify_key(queue_key)]
+        self._keys = [
+            self.queue_key,
+            keys.paused_key(queue_key),
+            keys.notify_key(queue_key),
+            keys.ready_levels_key(queue_key),
+            keys.DEPENDENCY_FAILED_KEY,
+        ]
+        self._index = keys.ready_prefix(queue_key)
 
     async def claim(self, count: int) -> Batch:
-        """Up to ``count`` due jobs, oldest first."""
+        """Up to ``count`` due jobs: by priority (0 first), oldest first within one."""
         flat: list[Any] = await scripts(self.redis).claim(
-            keys=self._keys, args=[_now_ms(), count, SCAN_LIMIT, *self._fixed]
+            keys=self._keys, args=[_now_ms(), count, SCAN_LIMIT, *self._fixed, self._index]
         )
         head = flat[0]
         paused = head == b"paused"
@@ -71,7 +79,8 @@ class Claimer:
     async def claim_ids(self, ids: list[bytes | str]) -> list[Claimed]:
         """The named jobs, those queued and due (arq's ``start_jobs``)."""
         flat: list[Any] = await scripts(self.redis).claim_ids(
-            keys=[self.queue_key], args=[_now_ms(), len(ids), SCAN_LIMIT, *self._fixed, *ids]
+            keys=[self.queue_key, keys.DEPENDENCY_FAILED_KEY],
+            args=[_now_ms(), len(ids), SCAN_LIMIT, *self._fixed, *ids],
         )
         return _parse(flat)
 
@@ -79,7 +88,7 @@ class Claimer:
 def _parse(flat: list[Any]) -> list[Claimed]:
     claimed = []
     for i in range(1, len(flat), _FIELDS):
-        raw_id, score, payload, job_try, aborted = flat[i : i + _FIELDS]
+        raw_id, score, payload, job_try, aborted, dependency_failed = flat[i : i + _FIELDS]
         corrupt = None
         try:
             job_id = raw_id.decode()
@@ -99,6 +108,7 @@ def _parse(flat: list[Any]) -> list[Claimed]:
                 payload=payload,
                 job_try=int(job_try or 1),
                 aborted=bool(aborted),
+                dependency_failed=bool(dependency_failed),
                 corrupt=corrupt,
             )
         )

@@ -78,7 +78,12 @@ class CronScheduler:
         else:
             job_id = os.urandom(16).hex()
         score = max(tick_ms, now_ms)
-        payload = JobRecord(task=cron_job.name, kwargs={}, enqueue_ms=now_ms).encode()
+        kwargs = getattr(
+            cron_job, "kwargs", None
+        )  # every(...): the task's arguments, checked when it was built
+        payload = JobRecord(
+            task=cron_job.name, kwargs=dict(kwargs) if kwargs else {}, enqueue_ms=now_ms
+        ).encode()
         stored = await store_job(
             redis,
             job_id=job_id,

@@ -16,6 +16,7 @@ import contextlib
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from signal import Signals
@@ -28,12 +29,14 @@ from arq.worker import FailedJobs
 from redis.exceptions import RedisError
 
 from .. import keys, metrics, wire
+from .._lua import scripts
 from ..config import Settings, get_settings
 from ..connection import create_redis, describe, redis_info
 from ..exceptions import WorkerSettingsError
+from ..failed import FailedJob
 from ..health import Heartbeat, WorkerState, new_worker_id
 from ..logs import get_logger
-from ..outcome import Aborted, Failed, Outcome, Released, RetryIn, Succeeded
+from ..outcome import Aborted, Failed, Outcome, Released, ReleaseReason, RetryIn, Succeeded
 from ..records import PICKLE_MARK
 from ..registry import publish_tasks
 from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms, plan_for
@@ -42,7 +45,7 @@ from . import _arq_lines
 from ._background import LagMonitor, LeaseKeeper, Outage, WakeListener
 from ._claim import Claimed, Claimer
 from ._cron import CronScheduler
-from ._finish import Finisher, FinishNotWritten, Write, WriteContext, taken_back, write_for
+from ._finish import Finisher, FinishNotWritten, Write, WriteContext, taken_back, unique_key_of, write_for
 from ._stop import StopState, cancel_until_done, start_watchdog
 
 log = get_logger("scalr_queue.worker")
@@ -179,7 +182,9 @@ class Worker:
         self.allow_pick_jobs = True
 
         self.worker_id = new_worker_id()
-        self.state = WorkerState(worker_id=self.worker_id, queue=self.queue_name, tasks=sorted(plans))
+        self.state = WorkerState(
+            worker_id=self.worker_id, queue=self.queue_name, tasks=sorted(plans), lease_s=self.lease_s
+        )
         self._attempts: dict[bytes, Attempt] = {}
         self._stop: StopState | None = None
         self._started = False
@@ -477,7 +482,12 @@ class Worker:
             attempt = Attempt(
                 job.job_id, job.raw_id, job.score, job.job_try, job.payload, now_ms(), job.job_try
             )
-            self.runner.prepare(attempt, corrupt=job.corrupt, aborted=job.aborted)
+            self.runner.prepare(
+                attempt,
+                corrupt=job.corrupt,
+                aborted=job.aborted,
+                dependency_failed=job.dependency_failed,
+            )
             task = loop.create_task(self._process(attempt), name=f"scalr_queue job {job.job_id}")
             self.tasks[job.job_id] = task
             if (
@@ -525,6 +535,8 @@ class Worker:
         assert self.runner is not None
         in_slot = attempt.outcome is None
         try:
+            if in_slot and _unique_until_processing(attempt):
+                await self._free_unique(attempt)
             outcome = attempt.outcome or await self.runner.run(attempt, self.ctx)
             self.job_tasks.pop(attempt.job_id, None)
             self.state.running.pop(attempt.job_id, None)
@@ -536,7 +548,7 @@ class Worker:
                 due = time.time() + outcome.seconds
                 self._upcoming_s = due if self._upcoming_s is None else min(self._upcoming_s, due)
             try:
-                held = await _shielded(self._finisher.write(write))
+                held = await _shielded(self._finisher.submit(write))
             except FinishNotWritten:
                 held = True
             if not held:
@@ -546,6 +558,8 @@ class Worker:
                     task=attempt.task_name,
                     reason="another worker holds the job's lease now (this worker lost it during an outage)",
                 )
+            elif write.failure is not None:
+                await self._on_failure(attempt, write.failure)
             if self.after_job_end is not None and attempt.started_ms:
                 try:
                     await self.after_job_end(
@@ -566,6 +580,36 @@ class Worker:
                 if self._wake is not None:
                     self._wake.set()  # a slot is free
 
+    async def _free_unique(self, attempt: Attempt) -> None:
+        """``unique_until_processing``: the job's unique key is freed as it starts (only if it still names this
+        job), so the same job can be queued again while this one runs. A Redis error leaves the key to its TTL."""
+        unique = unique_key_of(attempt)
+        try:
+            await scripts(self.pool).unique_release(keys=[unique], args=[attempt.job_id])
+        except (RedisError, OSError) as exc:
+            log.warning("unique_key_not_freed", job_id=attempt.job_id, key=unique, error=str(exc))
+
+    async def _on_failure(self, attempt: Attempt, record: FailedJob) -> None:
+        """The task's ``on_failure`` hook, once, after the failure record is written (by this worker alone: the
+        write proved the job was this worker's). Its own errors are logged; they change nothing."""
+        plan = attempt.plan
+        hook = plan.task.options.on_failure if plan is not None else None
+        if hook is None:
+            return
+        ctx = {**self.ctx, "job_id": attempt.job_id, "job_try": attempt.job_try}
+        try:
+            async with asyncio.timeout(plan.timeout_s if plan is not None else self.job_timeout_s):
+                await hook(ctx, record)
+        except Exception as exc:
+            log.error(
+                "on_failure_failed",
+                job_id=attempt.job_id,
+                task=attempt.task_name,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                exception="".join(traceback.format_exception(exc)),
+            )
+
     def _observe(self, attempt: Attempt, outcome: Outcome) -> None:
         """Prometheus: the try's outcome, run time and wait; a task this worker does not run is "<unknown>" (the
         name came from Redis: as a label it would make the series unbounded)."""
@@ -585,16 +629,21 @@ class Worker:
         elif isinstance(outcome, Failed | Aborted):
             self.jobs_failed += 1
             self.state.failed += 1
-        elif isinstance(outcome, RetryIn) or (isinstance(outcome, Released) and attempt.started_ms):
+        elif isinstance(outcome, RetryIn) or (
+            isinstance(outcome, Released) and outcome.why == ReleaseReason.worker_stopping
+        ):  # arq counts a try cut short by a stop as retried
             self.jobs_retried += 1
             self.state.retried += 1
+        elif isinstance(outcome, Released):
+            self.state.released += 1
 
     async def _wait(self, idle: bool) -> None:
         """Until something may be due: a wake-up (token, slot freed, stop), the next due time, or the idle cap."""
         assert self._wake is not None
         now = time.time()
         timeout = self.idle_wait_s
-        if self._upcoming_s is not None:
+        slot_free = len(self._attempts) < self.max_jobs and self.allow_pick_jobs
+        if self._upcoming_s is not None and slot_free:  # with every slot taken, a freed slot wakes the loop
             timeout = min(timeout, self._upcoming_s - now)
         if self.cron_jobs and (when := self.cron.next_queue_time()) is not None:
             timeout = min(timeout, when - now)
@@ -603,6 +652,9 @@ class Worker:
         if self.burst:
             timeout = min(timeout, 0.05)
         if timeout < MIN_WAIT_S:
+            await asyncio.sleep(
+                0
+            )  # never a turn without yielding: the running jobs, which free slots, must run
             return
         try:
             async with asyncio.timeout(timeout):
@@ -824,3 +876,8 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
 
 
 __all__ = ["Worker", "loop_factory"]
+
+
+def _unique_until_processing(attempt: Attempt) -> bool:
+    plan = attempt.plan
+    return plan is not None and plan.task.options.unique_until_processing and bool(unique_key_of(attempt))

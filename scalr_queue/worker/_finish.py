@@ -9,6 +9,7 @@ patience, or its stop deadline, runs out; then the job is left to its lease, to 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +19,10 @@ from redis.asyncio import Redis
 from .. import keys, timeline
 from .._lua import scripts
 from ..connection import describe_error, transient
-from ..failed import failure_record
+from ..failed import FailedJob, failure_record
 from ..logs import get_logger
-from ..outcome import Failed, FailureReason, Outcome, Released, RetryIn, Succeeded
-from ..records import ResultRecord
+from ..outcome import Failed, FailureReason, Outcome, Released, ReleaseReason, RetryIn, Succeeded
+from ..records import ABORTED_MESSAGE, ResultRecord, batch_id_in
 from ..runner import Attempt, now_ms
 
 log = get_logger("scalr_queue.worker")
@@ -38,16 +39,31 @@ class FinishNotWritten(Exception):
 class Write:
     """One job's part of a group: an op of the FINISH script and its arguments."""
 
-    op: str  # S succeeded, F failed, R retry, P put back, T taken back by its own worker
+    op: str  # S succeeded, F failed, R retry, P put back, Q put back behind a lock, T taken back by its worker
     raw_id: bytes
     data: bytes | int | str = ""
-    number: int | str = ""  # result ttl (ms) for S/F, the try count to record for R/P/T
-    record: str = ""
+    number: int | str = ""  # result ttl (ms) for S/F, the try count to record for R/P/Q/T
+    record: str = ""  # the failure record (F), what put the job back (P/Q)
     record_id: str = ""
     counter: int = 0  # the try counter as this worker's claim left it
+    unique: str = ""  # the unique job's key, freed when the job ends (S/F) if it still holds this job
+    failure: FailedJob | None = None  # F: the record, for the task's on_failure hook once it is written
+    ready: str = ""  # the job's priority index (set by the Finisher from the queue and the job's priority)
+    batch: str = ""  # S/F: the batch the job belongs to ('' none), whose state FINISH updates
 
     def args(self) -> list[bytes | int | str]:
-        return [self.op, self.raw_id, self.data, self.number, self.record, self.record_id, self.counter]
+        return [
+            self.op,
+            self.raw_id,
+            self.data,
+            self.number,
+            self.record,
+            self.record_id,
+            self.counter,
+            self.unique,
+            self.ready,
+            self.batch,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +77,36 @@ class WriteContext:
 
 def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
     """What ``outcome`` writes for ``attempt``: the single place outcomes become Redis writes."""
+    write = _write_for(attempt, outcome, ctx)
+    write.ready = keys.ready_key(ctx.queue_key, priority_of(attempt))
+    if write.op in ("S", "F"):
+        write.batch = batch_of(attempt)
+    return write
+
+
+def _write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
     if isinstance(outcome, RetryIn):
         due = now_ms() + int(outcome.seconds * 1000)
         return Write("R", attempt.raw_id, due, attempt.job_try, counter=attempt.counter)
     if isinstance(outcome, Released):
-        due = now_ms() + int(outcome.seconds * 1000)
-        return Write("P", attempt.raw_id, due, attempt.job_try - 1, counter=attempt.counter)
+        return _released(attempt, outcome)
     plan = attempt.plan
+    unique = unique_key_of(attempt)
     keep_ms = plan.keep_result_ms if plan is not None else ctx.keep_result_ms
     if isinstance(outcome, Succeeded):
         data = _result(attempt, ctx, True, outcome.result) if keep_ms != 0 else b""
-        return Write("S", attempt.raw_id, data, "" if keep_ms is None else keep_ms, counter=attempt.counter)
+        return Write(
+            "S",
+            attempt.raw_id,
+            data,
+            "" if keep_ms is None else keep_ms,
+            counter=attempt.counter,
+            unique=unique,
+        )
     failed = (
         outcome
         if isinstance(outcome, Failed)
-        else Failed(FailureReason.aborted, asyncio.CancelledError("aborted"))
+        else Failed(FailureReason.aborted, asyncio.CancelledError(ABORTED_MESSAGE))
     )
     error = failed.error
     record = failure_record(
@@ -101,7 +132,45 @@ def write_for(attempt: Attempt, outcome: Outcome, ctx: WriteContext) -> Write:
         record.to_json(),
         attempt.job_id,
         attempt.counter,
+        unique,
+        record,
     )
+
+
+def _released(attempt: Attempt, outcome: Released) -> Write:
+    """Back in the queue, the try handed back; what put it back is kept for ``scalr-queue job``. Behind a
+    WithoutOverlapping lock, FINISH itself decides when it is due (op Q), from the lock as it is then."""
+    why = {"reason": str(outcome.why), "retry_in_s": round(outcome.seconds, 3)}
+    if outcome.key is not None:
+        why["key"] = outcome.key
+    lock = outcome.key if outcome.why == ReleaseReason.overlapping else None
+    return Write(
+        "P" if lock is None else "Q",
+        attempt.raw_id,
+        now_ms() + int(outcome.seconds * 1000) if lock is None else lock,
+        attempt.job_try - 1,
+        json.dumps(why),
+        attempt.job_id,
+        attempt.counter,
+    )
+
+
+def priority_of(attempt: Attempt) -> int:
+    """The job's priority as its record names it (read from Redis: anything but 0..9 is 0)."""
+    priority = attempt.record.meta.get("priority") if attempt.record else None
+    return priority if type(priority) is int and priority in keys.PRIORITIES else 0
+
+
+def batch_of(attempt: Attempt) -> str:
+    """The batch the job's record names as the one it belongs to ('' none, or not a batch id)."""
+    return batch_id_in(attempt.record.meta.get("batch") if attempt.record else None) or ""
+
+
+def unique_key_of(attempt: Attempt) -> str:
+    """The unique key the job's record names (read from Redis: only ever one of ours; the script frees it only if
+    it still holds this job's id)."""
+    unique = attempt.record.meta.get("unique") if attempt.record else None
+    return unique if isinstance(unique, str) and unique.startswith(keys.UNIQUE_PREFIX) else ""
 
 
 def taken_back(running: Attempt, claimed_counter: int, ctx: WriteContext) -> Write:
@@ -157,6 +226,7 @@ class Finisher:
             keys.failed_queue_key(ctx.queue_key),
             "",  # this minute's timeline bucket, set per call
             keys.completed_key(ctx.queue_key),
+            keys.DEPENDENCY_FAILED_KEY,
         ]
         self._head: list[bytes | int | str] = [
             0,
@@ -172,6 +242,15 @@ class Finisher:
             keys.FAILED_QUEUE_PREFIX,
             timeline.KEEP_S,
             timeline.COMPLETED_CAP,
+            keys.RELEASED_PREFIX,
+            keys.LOCK_PREFIX,
+            keys.LOCK_WAITERS_PREFIX,
+            keys.WAITING_PREFIX,
+            keys.DEPENDENTS_PREFIX,
+            keys.BATCH_PREFIX,
+            keys.BATCH_PENDING_PREFIX,
+            keys.BATCH_SUCCEEDED_PREFIX,
+            keys.BATCH_FAILED_PREFIX,
         ]
         self._give_up_at = give_up_at  # the stop deadline (monotonic), once the worker is stopping
         self._waiting: list[tuple[Write, asyncio.Future[bool]]] = []
@@ -180,11 +259,16 @@ class Finisher:
 
     async def write(self, item: Write) -> bool:
         """Write ``item`` with the next group; False if another worker holds the job's lease now."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        return await self.submit(item)
+
+    def submit(self, item: Write) -> asyncio.Future[bool]:
+        """``write`` without a coroutine: the future of ``item``'s write (one task fewer per job)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((item, future))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_groups())
-        return await future
+            self._writer = loop.create_task(self._write_groups())
+        return future
 
     async def _write_groups(self) -> None:
         while self._waiting:

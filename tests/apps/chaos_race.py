@@ -7,10 +7,13 @@ from tests.apps import sigterm_race
 from tests.apps.lifecycle import record_run as _record_run
 from tests.apps.lifecycle import traced_sleep
 
+_ARMED_ONCE = {"done": False}  # one trapped SIGTERM per worker: a second one is an operator's "stop now"
+
 
 async def record_run(ctx: dict, n: int, pad: str = "") -> int:
     result = await _record_run(ctx, n)
-    if await ctx["redis"].zcard(ctx["scalr_queue"].queue) <= 100:
+    if not _ARMED_ONCE["done"] and await ctx["redis"].zcard(ctx["scalr_queue"].queue) <= 100:
+        _ARMED_ONCE["done"] = True
         sigterm_race.ARMED["blpop"] = True
     return result
 
