@@ -17,9 +17,10 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from . import keys
+from ._lane import Lane, lane_for, run_script
 from ._lua import scripts
 from ._progress import Progress, read_progress
-from ._store import PlainJob, hold_job, open_batch, store_after, store_job, store_plain_jobs
+from ._store import PlainJob, enqueue_call, hold_job, open_batch, store_after, store_job, store_plain_jobs
 from .config import Settings
 from .connection import create_redis, redis_call
 from .exceptions import ConfigError, JobNotFoundError, NotReplicatedError, UndecodableJobError
@@ -110,6 +111,7 @@ class RedisBackend:
         self.settings = settings
         self._redis = redis
         self.published = PublishedRegistry()
+        self._lane: Lane | None = None
 
     @property
     def redis(self) -> ArqRedis:
@@ -118,7 +120,17 @@ class RedisBackend:
             self._redis = create_redis(self.settings, socket_timeout=0)
         return self._redis
 
+    @property
+    def lane(self) -> Lane | None:
+        """The single enqueue's fast path (``_lane``)."""
+        if self._lane is None:
+            self._lane = lane_for(self.redis)
+        return self._lane
+
     async def close(self) -> None:
+        if self._lane is not None:
+            lane, self._lane = self._lane, None
+            await lane.close()
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.aclose(close_connection_pool=True)
@@ -127,7 +139,20 @@ class RedisBackend:
         if self.settings.wait_replicas:
             return (await self.store_many([job]))[0]
         async with redis_call(self.settings, job_id=job.job_id):
-            return _stored(await _store(self.redis, job))
+            if job.depends_on:
+                return _stored(await _store(self.redis, job))
+            job_keys, args = enqueue_call(
+                job_id=job.job_id,
+                queue=job.queue,
+                payload=job.payload,
+                score_ms=job.score,
+                now_ms=job.now_ms,
+                expires_ms=job.expires_ms,
+                unique_key=job.unique_key,
+                unique_ttl_ms=job.unique_ttl_ms,
+                priority=job.priority,
+            )
+            return _stored(await run_script(self.lane, scripts(self.redis).enqueue, job_keys, args))
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
         """One pipeline per ``BATCH`` jobs; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own

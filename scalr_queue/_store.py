@@ -34,6 +34,37 @@ def store_job(
 
     With ``pipe`` the call is queued on the pipeline and sent with its ``execute()``.
     """
+    job_keys, args = enqueue_call(
+        job_id=job_id,
+        queue=queue,
+        payload=payload,
+        score_ms=score_ms,
+        now_ms=now_ms,
+        expires_ms=expires_ms,
+        once_key=once_key,
+        once_ttl_ms=once_ttl_ms,
+        unique_key=unique_key,
+        unique_ttl_ms=unique_ttl_ms,
+        priority=priority,
+    )
+    return scripts(redis).enqueue(keys=job_keys, args=args, client=pipe)
+
+
+def enqueue_call(
+    *,
+    job_id: str,
+    queue: str,
+    payload: bytes,
+    score_ms: float,
+    now_ms: int,
+    expires_ms: int,
+    once_key: str | None = None,
+    once_ttl_ms: int = 0,
+    unique_key: str | None = None,
+    unique_ttl_ms: int = 0,
+    priority: int = 0,
+) -> tuple[list[str], list[Any]]:
+    """The ENQUEUE script's keys and arguments for one job (``store_job``; the enqueue lane packs the same)."""
     job = keys.job_key(job_id)
     job_keys = [
         job,
@@ -58,7 +89,7 @@ def store_job(
         unique_ttl_ms if unique_key else "",
         priority,
     ]
-    return scripts(redis).enqueue(keys=job_keys, args=args, client=pipe)
+    return job_keys, args
 
 
 def store_plain_jobs(

@@ -139,6 +139,9 @@ class WakeListener:
             backoff = 0.1
             self.outage.answered()
             if token:
+                # Not idle until the worker's claim says so (it sets idle again): the next BLPOP waits for the
+                # claim, instead of going out first and delaying it.
+                self.idle.clear()
                 wake.set()
 
 

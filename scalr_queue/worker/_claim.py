@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .. import keys
+from .._lane import Lane, run_script
 from .._lua import scripts
 
 SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
@@ -45,8 +46,11 @@ class Batch:
 class Claimer:
     """Claims batches of due jobs from one queue for one worker."""
 
-    def __init__(self, redis: Redis, queue_key: str, lease_s: float, worker_id: str) -> None:
+    def __init__(
+        self, redis: Redis, queue_key: str, lease_s: float, worker_id: str, lane: Lane | None = None
+    ) -> None:
         self.redis = redis
+        self.lane = lane
         self.queue_key = queue_key
         self._fixed: list[str | int] = [
             int(lease_s * 1000),
@@ -68,8 +72,11 @@ class Claimer:
 
     async def claim(self, count: int) -> Batch:
         """Up to ``count`` due jobs: by priority (0 first), oldest first within one."""
-        flat: list[Any] = await scripts(self.redis).claim(
-            keys=self._keys, args=[_now_ms(), count, SCAN_LIMIT, *self._fixed, self._index]
+        flat: list[Any] = await run_script(
+            self.lane,
+            scripts(self.redis).claim,
+            self._keys,
+            [_now_ms(), count, SCAN_LIMIT, *self._fixed, self._index],
         )
         head = flat[0]
         paused = head == b"paused"

@@ -29,6 +29,7 @@ from arq.worker import FailedJobs
 from redis.exceptions import RedisError
 
 from .. import keys, metrics, wire
+from .._lane import Lane, lane_for
 from .._lua import scripts
 from ..config import Settings, get_settings
 from ..connection import create_redis, describe, redis_info
@@ -198,6 +199,7 @@ class Worker:
         self._last_arq_health = 0.0
         self._arq_health_lines = _arq_lines.HealthLines()
         self._heartbeat: Heartbeat | None = None
+        self._lane: Lane | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
         self._grace_s = 0.0
@@ -300,7 +302,8 @@ class Worker:
             self._redis = create_redis(url_settings)
         self.ctx["redis"] = self._redis
         self.ctx["scalr_queue"] = self.state
-        self._claimer = Claimer(self._redis, self.queue_name, self.lease_s, self.worker_id)
+        self._lane = lane_for(self._redis)  # claims and finishes: the hot path's own connections
+        self._claimer = Claimer(self._redis, self.queue_name, self.lease_s, self.worker_id, self._lane)
         write_ctx = WriteContext(
             self.queue_name,
             self.worker_id,
@@ -314,6 +317,7 @@ class Worker:
             failed_max_age_s=self.settings.failed_max_age,
             failed_max_count=self.settings.failed_max_count,
             give_up_at=lambda: self._stop.deadline if self._stop else None,
+            lane=self._lane,
         )
         self.runner = Runner(
             self.plans,
@@ -817,6 +821,8 @@ class Worker:
             failed=self.state.failed,
             retried=self.state.retried,
         )
+        if self._lane is not None:
+            await self._lane.close()
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose(close_connection_pool=True)
 

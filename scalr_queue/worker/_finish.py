@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from .. import keys, timeline
+from .._lane import Lane, run_script
 from .._lua import scripts
 from ..connection import describe_error, transient
 from ..failed import FailedJob, failure_record
@@ -215,8 +216,10 @@ class Finisher:
         failed_max_age_s: float,
         failed_max_count: int,
         give_up_at: Callable[[], float | None],
+        lane: Lane | None = None,
     ) -> None:
         self.redis = redis
+        self.lane = lane
         self.ctx = ctx
         self._keys = [
             keys.queue_key(ctx.queue_key),
@@ -295,7 +298,7 @@ class Finisher:
             args[0] = now
             self._keys[5] = keys.timeline_key(self.ctx.queue_key, timeline.minute_of(now / 1000))
             try:
-                lost: list[bytes] = await scripts(self.redis).finish(keys=self._keys, args=args)
+                lost: list[bytes] = await run_script(self.lane, scripts(self.redis).finish, self._keys, args)
             except Exception as exc:
                 if not transient(exc):
                     return await self._one_by_one(group, exc)
