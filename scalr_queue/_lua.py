@@ -221,6 +221,15 @@ end
 CLAIM = (
     _TAKE
     + """
+-- '~ms': a claim sent ahead, with a BLPOP (it runs when that returns): now is the later of ms and Redis's clock,
+-- and the reply ends with it (the worker reads the reply later than Redis ran it if its loop was blocked meanwhile).
+local now = ARGV[1]
+local ahead = string.sub(now, 1, 1) == '~'
+if ahead then
+  local clock = redis.call('TIME')
+  now = tostring(math.max(tonumber(string.sub(now, 2)), clock[1] * 1000 + math.floor(clock[2] / 1000)))
+end
+local function claim()
 -- An idle look costs one read: the queue's first job, when nothing is due yet (or nothing waits at all).
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return out end
@@ -228,7 +237,7 @@ if head[2] == 'inf' then
   take(head[1], head[2])
   return out
 end
-if tonumber(head[2]) > tonumber(ARGV[1]) then
+if tonumber(head[2]) > tonumber(now) then
   out[1] = head[2]
   return out
 end
@@ -244,29 +253,33 @@ for priority = 0, 9 do
   if taken >= want then break end
   if string.sub(levels, priority + 1, priority + 1) == '1' then
     local index = ARGV[11] .. priority
-    local ready = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+    local ready = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
     for _, id in ipairs(ready) do
       redis.call('ZREM', index, id)
       local score = redis.call('ZSCORE', KEYS[1], id)
       if score then
-        if tonumber(score) <= tonumber(ARGV[1]) then take(id, score) else redis.call('ZADD', index, score, id) end
+        if tonumber(score) <= tonumber(now) then take(id, score) else redis.call('ZADD', index, score, id) end
       end
       if taken >= want then break end
     end
   end
 end
 if taken >= want then return out end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 for i = 1, #due, 2 do
   take(due[i], due[i + 1])
   if taken >= want then break end
 end
 if taken < want then
   if taken > 0 then redis.call('DEL', KEYS[3]) end
-  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local upcoming = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if upcoming[2] == 'inf' then take(upcoming[1], upcoming[2]) else out[1] = upcoming[2] or false end
 end
 return out
+end
+local reply = claim()
+if ahead then reply[#reply + 1] = now end
+return reply
 """
 )
 

@@ -30,6 +30,7 @@ QUEUES_KEY = "arq:queues"
 TASKS_KEY = "arq:tasks"
 PAUSED_PREFIX = "arq:paused:"
 NOTIFY_PREFIX = "arq:notify:"
+WORKER_WAKE_PREFIX = "arq:wake:"
 NOTIFY_CAP = 100  # wake-up tokens kept per queue: enough to wake every idle worker
 FAILED_RECORD_PREFIX = "arq:failed:"
 WORKER_PREFIX = "arq:worker:"
@@ -98,6 +99,12 @@ def worker_key(worker_id: str) -> str:
 def paused_key(queue: str) -> str:
     """Present while a queue is paused: its workers take no new jobs."""
     return PAUSED_PREFIX + queue_name(queue)
+
+
+def worker_wake_key(worker_id: str) -> str:
+    """One worker's own wake-up list, beside its queue's notify list in its BLPOP: its main loop pushes a token to
+    have the claim waiting behind that BLPOP run now (a deferred job fell due, Redis came back)."""
+    return WORKER_WAKE_PREFIX + worker_id
 
 
 def notify_key(queue: str) -> str:

@@ -208,6 +208,7 @@ def test_redis_key_table_matches_keys_module() -> None:
         "QUEUES_KEY": keys.QUEUES_KEY,
         "paused_key": keys.paused_key("<name>"),
         "notify_key": keys.notify_key("<name>"),
+        "worker_wake_key": keys.worker_wake_key("<worker id>"),
         "ARQ_DEFAULT_QUEUE": keys.ARQ_DEFAULT_QUEUE,
         "ABORT_KEY": keys.ABORT_KEY,
         "TASKS_KEY": keys.TASKS_KEY,

@@ -10,17 +10,22 @@ import time
 from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from .. import keys
+from .._lane import packed
 from .._lua import scripts
 from ..connection import describe_error, transient
 from ..logs import get_logger
 from ..runner import Attempt
+from ._claim import Batch, Claimer, ran_at
 from ._stop import StopState
 
 log = get_logger("scalr_queue.worker")
 
+NUDGE_TTL_MS = 60_000  # a worker's own wake-up list outlives no worker by long
 LAG_TICK_S = 0.25  # how often the loop watcher wakes
 LAG_WARN_S = 1.0  # a turn of the event loop this late is logged: something blocked it
 
@@ -105,44 +110,129 @@ class LeaseKeeper:
 
 
 class WakeListener:
-    """Blocks on the queue's notify list while the worker is idle, and wakes the worker when a token arrives.
+    """Blocks on the queue's notify list while the worker is idle, with the worker's next claim sent behind it.
+
+    Redis runs a blocked client's next command the moment the block ends, so the CLAIM that goes out with the
+    BLPOP takes the due jobs at once: a job queued to an idle worker reaches it in one round trip, not two (a
+    wake-up token, then a claim). While that claim is out (``reserved``: the slots it may fill) the main loop
+    claims nothing itself: when it wants to (a deferred job fell due, Redis came back) it ``nudge``s, a token on the
+    worker's own list, the second key of the BLPOP, and the claim runs at once. The jobs the claim took are handed
+    to ``start`` at once. The main loop is woken only when there may be more to claim (the claim took all it asked
+    for) or a token brought nothing (a deferred job that is now the next one due, or another worker was faster).
 
     The blocking call runs in this task, never in the worker's main loop: waking on a timer or a stop request
-    never needs a Redis call to be cancelled.
+    never needs a Redis call to be cancelled. A stop that cancels it after Redis ran the claim leaves those jobs
+    leased to a worker that is gone: another worker takes them when the lease runs out (``SCALR_QUEUE_LEASE``).
+    Without a connection of its own (Sentinel: its pool checks the primary at each checkout) it sends the BLPOP
+    alone, and the woken main loop claims.
     """
 
-    def __init__(self, redis: Redis, queue_key: str, wait_s: float, outage: Outage) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue_key: str,
+        wait_s: float,
+        outage: Outage,
+        claimer: Claimer,
+        free_slots: Callable[[], int],
+        start: Callable[[Batch, float], None],
+        worker_id: str,
+    ) -> None:
         self.redis = redis
         self.key = keys.notify_key(queue_key)
         self.wait_s = wait_s
         self.idle = asyncio.Event()
         self.outage = outage
+        self.reserved = 0
+        self._claimer = claimer
+        self._free_slots = free_slots
+        self._start = start
+        self._own_key = keys.worker_wake_key(worker_id)
+        self._notify = self.key.encode()
+        self._blpop = packed("BLPOP", self.key, self._own_key, f"{wait_s:.3f}")
+        self._pipelined = True
+        pool = redis.connection_pool
+        self._connection: AbstractConnection | None = (
+            None if isinstance(pool, SentinelConnectionPool) else pool.make_connection()  # type: ignore[no-untyped-call]
+        )
 
-    async def run(self, stop: StopState, wake: asyncio.Event) -> None:
+    async def run(self, stop: StopState, wake: Callable[[], None]) -> None:
         backoff = 0.1
-        while not stop.requested:
-            if not self.idle.is_set():
-                waiter = asyncio.ensure_future(self.idle.wait())
-                stopper = asyncio.ensure_future(stop.event.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                continue
+        try:
+            while not stop.requested:
+                if not self.idle.is_set():
+                    waiter = asyncio.ensure_future(self.idle.wait())
+                    stopper = asyncio.ensure_future(stop.event.wait())
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    stopper.cancel()
+                    continue
+                try:
+                    wake_worker = await self._listen()
+                except Exception as exc:  # never let the listener die: it would wake on timers only
+                    self.outage.failed(exc)
+                    await _pause(stop, backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.1
+                self.outage.answered()
+                # The jobs just started run their first step before the next BLPOP goes out.
+                await asyncio.sleep(0)
+                if wake_worker:
+                    # Not idle until the worker's claim says so (it sets idle again): the next BLPOP waits for
+                    # the main loop's turn, instead of going out first and delaying it.
+                    self.idle.clear()
+                    wake()
+        finally:
+            if self._connection is not None:
+                await self._connection.disconnect(nowait=True)
+
+    async def nudge(self) -> None:
+        """End the BLPOP now, so that the claim behind it runs (the main loop wanted to claim)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(self._own_key, 1)
+            pipe.pexpire(self._own_key, NUDGE_TTL_MS)
+            await pipe.execute()
+
+    async def _listen(self) -> bool:
+        """One BLPOP, with a claim behind it when there is a free slot; whether the main loop should look."""
+        connection = self._connection
+        count = self._free_slots() if connection is not None and self._pipelined else 0
+        if connection is None or count <= 0:
+            # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
+            return bool(await self.redis.execute_command("BLPOP", self.key, f"{self.wait_s:.3f}"))  # type: ignore[no-untyped-call]
+        self.reserved = count
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+            await connection.send_packed_command(
+                self._blpop + self._claimer.command(count), check_health=False
+            )
+            token = await connection.read_response()
             try:
-                # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
-                token = await self.redis.execute_command("BLPOP", self.key, f"{self.wait_s:.3f}")  # type: ignore[no-untyped-call]
-            except Exception as exc:  # never let the listener die: the worker would wake only on its timer
-                self.outage.failed(exc)
-                await _pause(stop, backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            self.outage.answered()
-            if token:
-                # Not idle until the worker's claim says so (it sets idle again): the next BLPOP waits for the
-                # claim, instead of going out first and delaying it.
-                self.idle.clear()
-                wake.set()
+                flat = await connection.read_response()
+            except NoScriptError:  # Redis lost its scripts (a restart): load it; the woken main loop claims
+                await self.redis.script_load(scripts(self.redis).claim.script)
+                return True
+            except ResponseError as exc:  # refused (an ACL without TIME): the main loop claims from now on
+                self._pipelined = False
+                log.warning(
+                    "claim_ahead_off",
+                    error=describe_error(exc),
+                    fix="give the worker's Redis user +time (docs/security.md); until then it claims after each "
+                    "wake-up, one round trip later",
+                )
+                return True
+            ran_at_ms = ran_at(flat)
+            batch = self._claimer.batch(flat)
+            self.reserved = 0
+            self._start(batch, max(time.time() - ran_at_ms / 1000, 0.0))
+        except BaseException:
+            await connection.disconnect(nowait=True)  # never reused with a reply unread
+            raise
+        finally:
+            self.reserved = 0
+        queued = token is not None and token[0] == self._notify  # not a nudge of our own
+        return len(batch.jobs) >= count or (queued and not batch.jobs)
 
 
 class LagMonitor:

@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .. import keys
-from .._lane import Lane, run_script
+from .._lane import Lane, packed, run_script
 from .._lua import scripts
 
 SCAN_LIMIT = 1000  # due ids looked at per claim: running jobs sit at the front of the queue
@@ -73,15 +73,26 @@ class Claimer:
     async def claim(self, count: int) -> Batch:
         """Up to ``count`` due jobs: by priority (0 first), oldest first within one."""
         flat: list[Any] = await run_script(
-            self.lane,
-            scripts(self.redis).claim,
-            self._keys,
-            [_now_ms(), count, SCAN_LIMIT, *self._fixed, self._index],
+            self.lane, scripts(self.redis).claim, self._keys, self._args(count)
         )
+        return self.batch(flat)
+
+    def command(self, count: int) -> bytes:
+        """The same claim packed to go out behind a BLPOP: it runs when that returns, so now is then (Redis's
+        clock, or this worker's at sending if that is later). Its reply ends with that time (``ran_at``)."""
+        args = self._args(count)
+        args[0] = f"~{args[0]}"
+        return packed("EVALSHA", scripts(self.redis).claim.sha, len(self._keys), *self._keys, *args)
+
+    def batch(self, flat: list[Any]) -> Batch:
+        """A claim's reply, read (a claim sent ahead: its time of running taken off first, ``ran_at``)."""
         head = flat[0]
         paused = head == b"paused"
         upcoming = None if paused or head is None else float(head)
         return Batch(_parse(flat), upcoming, paused)
+
+    def _args(self, count: int) -> list[Any]:
+        return [_now_ms(), count, SCAN_LIMIT, *self._fixed, self._index]
 
     async def claim_ids(self, ids: list[bytes | str]) -> list[Claimed]:
         """The named jobs, those queued and due (arq's ``start_jobs``)."""
@@ -124,3 +135,8 @@ def _parse(flat: list[Any]) -> list[Claimed]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def ran_at(flat: list[Any]) -> float:
+    """When a claim sent ahead ran (Redis's clock, ms), taken off the end of its reply."""
+    return float(flat.pop())

@@ -44,7 +44,7 @@ from ..runner import Attempt, CancelReason, Middleware, Runner, TaskPlan, now_ms
 from ..tasks import Task, as_task, cron_task, to_seconds
 from . import _arq_lines
 from ._background import LagMonitor, LeaseKeeper, Outage, WakeListener
-from ._claim import Claimed, Claimer
+from ._claim import Batch, Claimed, Claimer
 from ._cron import CronScheduler
 from ._finish import Finisher, FinishNotWritten, Write, WriteContext, taken_back, unique_key_of, write_for
 from ._stop import StopState, cancel_until_done, start_watchdog
@@ -200,6 +200,8 @@ class Worker:
         self._arq_health_lines = _arq_lines.HealthLines()
         self._heartbeat: Heartbeat | None = None
         self._lane: Lane | None = None
+        self._retiming = False
+        self._listening: asyncio.Task[None] | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
         self._grace_s = 0.0
@@ -345,11 +347,23 @@ class Worker:
             self.lease_s,
             lambda: {raw: a for raw, a in self._attempts.items() if a.outcome is None},
         )
-        self._listener = WakeListener(self._redis, self.queue_name, self.idle_wait_s, self._outage)
+        self._listener = WakeListener(
+            self._redis,
+            self.queue_name,
+            self.idle_wait_s,
+            self._outage,
+            self._claimer,
+            self._free_slots,
+            self._start_listened,
+            self.worker_id,
+        )
         self._lag = LagMonitor(lambda: self._attempts)
+        self._listening = loop.create_task(
+            self._listener.run(self._stop, self._wake_up), name="scalr_queue wake-ups"
+        )
         self._background = [
             loop.create_task(self._leases.run(self._stop), name="scalr_queue leases"),
-            loop.create_task(self._listener.run(self._stop, self._wake), name="scalr_queue wake-ups"),
+            self._listening,
             loop.create_task(self._lag.run(self._stop), name="scalr_queue loop watch"),
         ]
 
@@ -462,18 +476,53 @@ class Worker:
         """Claim due jobs into the free slots; True when the queue had fewer due than asked (or is paused)."""
         assert self._claimer is not None
         while True:
-            free = min(self.max_jobs - len(self._attempts), self.queue_read_limit)
-            if self.burst and self.max_burst_jobs >= 0:
-                free = min(free, self.max_burst_jobs - self._jobs_started())
-            if free <= 0 or not self.allow_pick_jobs:
+            if self._listener.reserved:  # a claim of the listener's waits behind its BLPOP: have it run now
+                await self._listener.nudge()
+                return True
+            free = self._free_slots()
+            if free <= 0:
                 self._listener.idle.clear()
                 return False
             batch = await self._claimer.claim(free)
-            self._upcoming_s = None if batch.upcoming_ms is None else batch.upcoming_ms / 1000
-            self._start_claimed(batch.jobs)
+            self._start_batch(batch)
             if len(batch.jobs) < free or batch.paused:
                 self._listener.idle.set()
                 return True
+
+    def _start_batch(self, batch: Batch) -> None:
+        """Start what a claim took (the main loop's, or the one sent with the listener's BLPOP)."""
+        self._upcoming_s = None if batch.upcoming_ms is None else batch.upcoming_ms / 1000
+        self._start_claimed(batch.jobs)
+
+    def _start_listened(self, batch: Batch, late_s: float) -> None:
+        """Start what the listener's claim took; the main loop's wait then counts with them (abort polls).
+
+        A reply read ``late_s`` after Redis ran the claim (a quarter lease, at most a second) means this worker's
+        loop was blocked meanwhile, and Redis ran the claim for a worker that could not renew leases: nothing of
+        it starts. Each job is put back, due now, its try handed back, for any worker to take; one of this
+        worker's own running tries that the claim took again (its lease had lapsed) is then left to whoever takes
+        it, and its outcome here is dropped, as after any blocked loop."""
+        if late_s < min(self.lease_s / 4, 1.0):
+            self._start_batch(batch)
+            if batch.jobs:
+                self._retime()
+            return
+        log.warning("claim_read_late", late_s=round(late_s, 2), jobs=len(batch.jobs), action="put back")
+        loop = asyncio.get_running_loop()
+        for job in batch.jobs:
+            write = Write("P", job.raw_id, now_ms(), job.job_try - 1, counter=job.job_try)
+            side = loop.create_task(self._finisher.write(write))
+            self._side_writes.add(side)
+            side.add_done_callback(self._side_writes.discard)
+
+    def _free_slots(self) -> int:
+        """How many jobs a claim may take now."""
+        if not self.allow_pick_jobs:
+            return 0
+        free = min(self.max_jobs - len(self._attempts), self.queue_read_limit)
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        return free
 
     def _start_claimed(self, claimed: Sequence[Claimed]) -> None:
         assert self.runner is not None
@@ -581,8 +630,7 @@ class Worker:
             if in_slot:
                 self._attempts.pop(attempt.raw_id, None)
                 self.job_counter -= 1
-                if self._wake is not None:
-                    self._wake.set()  # a slot is free
+                self._wake_up()  # a slot is free
 
     async def _free_unique(self, attempt: Attempt) -> None:
         """``unique_until_processing``: the job's unique key is freed as it starts (only if it still names this
@@ -641,9 +689,40 @@ class Worker:
         elif isinstance(outcome, Released):
             self.state.released += 1
 
+    def _wake_up(self) -> None:
+        """Wake the main loop for a turn (a token, a freed slot, a stop)."""
+        if self._wake is not None:
+            self._retiming = False
+            self._wake.set()
+
+    def _retime(self) -> None:
+        """Have the main loop's wait start again with fresh timers (jobs started from the listener's claim need
+        abort polls), without a turn of its own."""
+        if self._wake is not None and not self._wake.is_set():
+            self._retiming = True
+            self._wake.set()
+
     async def _wait(self, idle: bool) -> None:
         """Until something may be due: a wake-up (token, slot freed, stop), the next due time, or the idle cap."""
         assert self._wake is not None
+        while True:
+            timeout = self._wait_timeout()
+            if timeout < MIN_WAIT_S:
+                await asyncio.sleep(
+                    0
+                )  # never a turn without yielding: the running jobs, which free slots, must run
+                return
+            self._retiming = False
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+            if not self._retiming:
+                return
+            self._wake.clear()  # only the timers changed: wait again, with them
+
+    def _wait_timeout(self) -> float:
         now = time.time()
         timeout = self.idle_wait_s
         slot_free = len(self._attempts) < self.max_jobs and self.allow_pick_jobs
@@ -655,16 +734,7 @@ class Worker:
             timeout = min(timeout, ABORT_POLL_S)
         if self.burst:
             timeout = min(timeout, 0.05)
-        if timeout < MIN_WAIT_S:
-            await asyncio.sleep(
-                0
-            )  # never a turn without yielding: the running jobs, which free slots, must run
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        return timeout
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop is not None
@@ -731,8 +801,7 @@ class Worker:
         first = self._stop.request(sig, budget)
         self.allow_pick_jobs = False
         self._grace_s = grace_s if first else 0.0
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
         if not first:
             log.warning("worker_stopping_now", signal=sig.name if sig else None, running=len(self._attempts))
             return
@@ -751,6 +820,8 @@ class Worker:
         """Let running jobs finish within the grace, cancel (and queue again) the rest, write every outcome."""
         assert self._stop is not None
         self._listener.idle.clear()
+        if self._listening is not None:  # a claim of its own may be out: what it takes joins the jobs below
+            await cancel_until_done([self._listening], 2.0)
         pending: set[asyncio.Task[Any]] = {t for t in self.tasks.values() if not t.done()}
         deadline = time.monotonic() + (self._grace_s if self._stop.requested else 0.0)
         if pending and not self._stop.hurry:
