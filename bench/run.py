@@ -2,7 +2,8 @@
 extra), on one machine, against one throwaway Redis, in one run: `make bench`.
 
 Scenarios, each repeated (--repeat, default 3) and reported as medians:
-  enqueue        one awaited enqueue at a time
+  enqueue        one awaited enqueue at a time, on asyncio's own loop, then again on uvloop (dramatiq's
+                 synchronous send is the same call both times)
   enqueue_many   20,000 jobs, as fast as each allows (scalr_queue: enqueue_many; arq, saq: 1,000 concurrent
                  calls at a time; dramatiq: its synchronous send)
   process c=10   N queued no-op jobs drained by one worker process running 10 at once (first finish to empty)
@@ -45,6 +46,13 @@ POLL_S = 0.02
 
 def queue_name() -> str:
     return f"b{uuid.uuid4().hex[:8]}"
+
+
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop, which uvicorn runs a FastAPI app on when it is installed (``uvicorn[standard]``)."""
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 async def enqueue_one_at_a_time(kind: type[System], url: str, n: int) -> dict[str, float]:
@@ -286,6 +294,10 @@ def main() -> None:
                 found.setdefault("enqueue", []).append(
                     asyncio.run(enqueue_one_at_a_time(kind, server.url, args.enqueue_n))
                 )
+                with asyncio.Runner(loop_factory=uvloop_factory()) as on_uvloop:  # as under uvicorn[standard]
+                    found.setdefault("enqueue_uvloop", []).append(
+                        on_uvloop.run(enqueue_one_at_a_time(kind, server.url, args.enqueue_n))
+                    )
                 found.setdefault("enqueue_many", []).append(
                     asyncio.run(enqueue_many(kind, server.url, args.many_n))
                 )
@@ -369,6 +381,7 @@ def server_flush(server: RedisServer) -> None:
 
 ROWS = [
     ("enqueue, one awaited call at a time (jobs/s)", "enqueue", "per_s", True),
+    ("the same, producer on uvloop (jobs/s)", "enqueue_uvloop", "per_s", True),
     ("enqueue_many / fastest bulk enqueue, {many} jobs (jobs/s)", "enqueue_many", "per_s", True),
     ("process {n} no-op jobs, 10 at once (jobs/s)", "process_c10", "per_s", True),
     ("process {n} no-op jobs, 100 at once (jobs/s)", "process_c100", "per_s", True),

@@ -201,6 +201,7 @@ class Worker:
         self._heartbeat: Heartbeat | None = None
         self._lane: Lane | None = None
         self._retiming = False
+        self._nudge_wanted = False
         self._listening: asyncio.Task[None] | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
@@ -451,6 +452,9 @@ class Worker:
             TimeoutError,
         ) as exc:  # Redis down, full or refusing: never a worker's end
             self._outage.failed(exc)
+            self._nudge_wanted = (
+                True  # once it answers: look at once (leases to take back), not at the next token
+            )
             await self._sleep(self._outage_backoff_s)
             self._outage_backoff_s = min(self._outage_backoff_s * 2, OUTAGE_BACKOFF_CAP_S)
             return False
@@ -476,8 +480,13 @@ class Worker:
         """Claim due jobs into the free slots; True when the queue had fewer due than asked (or is paused)."""
         assert self._claimer is not None
         while True:
-            if self._listener.reserved:  # a claim of the listener's waits behind its BLPOP: have it run now
-                await self._listener.nudge()
+            if self._listener.reserved:  # a claim of the listener's waits behind its BLPOP
+                # Run it now when a timer says a deferred job is due, or after an outage; a freed slot or the idle
+                # timer needs no claim: anything queued since the listener's last look comes with a token.
+                due = self._upcoming_s is not None and self._upcoming_s <= time.time()
+                if due or self._nudge_wanted:
+                    self._nudge_wanted = False
+                    await self._listener.nudge()
                 return True
             free = self._free_slots()
             if free <= 0:
