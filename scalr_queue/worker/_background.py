@@ -121,8 +121,8 @@ class WakeListener:
     for) or a token brought nothing (a deferred job that is now the next one due, or another worker was faster).
 
     The blocking call runs in this task, never in the worker's main loop: waking on a timer or a stop request
-    never needs a Redis call to be cancelled. A stop that cancels it after Redis ran the claim leaves those jobs
-    leased to a worker that is gone: another worker takes them when the lease runs out (``SCALR_QUEUE_LEASE``).
+    never needs a Redis call to be cancelled. Before a stop cancels it, the worker nudges it and waits (a second at
+    most) for the claim's reply, whose jobs are put back: none is left leased to a worker that has gone.
     Without a connection of its own (Sentinel: its pool checks the primary at each checkout) it sends the BLPOP
     alone, and the woken main loop claims.
     """
@@ -144,6 +144,8 @@ class WakeListener:
         self.idle = asyncio.Event()
         self.outage = outage
         self.reserved = 0
+        self._claim_done = asyncio.Event()  # set while no claim of the listener's is out
+        self._claim_done.set()
         self._claimer = claimer
         self._free_slots = free_slots
         self._start = start
@@ -194,6 +196,10 @@ class WakeListener:
             pipe.pexpire(self._own_key, NUDGE_TTL_MS)
             await pipe.execute()
 
+    async def claim_read(self) -> None:
+        """Until no claim of the listener's is out (its reply read and handed on)."""
+        await self._claim_done.wait()
+
     async def _listen(self) -> bool:
         """One BLPOP, with a claim behind it when there is a free slot; whether the main loop should look."""
         connection = self._connection
@@ -202,6 +208,7 @@ class WakeListener:
             # BLPOP takes fractional seconds (Redis >= 6); redis-py's hint says int.
             return bool(await self.redis.execute_command("BLPOP", self.key, f"{self.wait_s:.3f}"))  # type: ignore[no-untyped-call]
         self.reserved = count
+        self._claim_done.clear()
         try:
             await connection.connect()  # type: ignore[no-untyped-call]
             await connection.send_packed_command(
@@ -231,6 +238,7 @@ class WakeListener:
             raise
         finally:
             self.reserved = 0
+            self._claim_done.set()
         queued = token is not None and token[0] == self._notify  # not a nudge of our own
         return len(batch.jobs) >= count or (queued and not batch.jobs)
 

@@ -202,6 +202,7 @@ class Worker:
         self._lane: Lane | None = None
         self._retiming = False
         self._nudge_wanted = False
+        self._winding_down = False
         self._listening: asyncio.Task[None] | None = None
         self._signals_added: list[Signals] = []
         self._side_writes: set[asyncio.Task[bool]] = set()
@@ -503,6 +504,18 @@ class Worker:
         self._upcoming_s = None if batch.upcoming_ms is None else batch.upcoming_ms / 1000
         self._start_claimed(batch.jobs)
 
+    async def _end_claim_ahead(self) -> None:
+        """A claim waiting behind the listener's BLPOP runs now (a nudge) and its reply is read, its jobs put back,
+        before the listener is cancelled: no job is left leased to a worker that has gone (a second at most)."""
+        if not self._listener.reserved:
+            return
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._listener.nudge()
+                await self._listener.claim_read()
+        if self._side_writes:  # the put-backs
+            await asyncio.wait(set(self._side_writes), timeout=2.0)
+
     def _start_listened(self, batch: Batch, late_s: float) -> None:
         """Start what the listener's claim took; the main loop's wait then counts with them (abort polls).
 
@@ -511,12 +524,19 @@ class Worker:
         it starts. Each job is put back, due now, its try handed back, for any worker to take; one of this
         worker's own running tries that the claim took again (its lease had lapsed) is then left to whoever takes
         it, and its outcome here is dropped, as after any blocked loop."""
+        if self._winding_down:
+            self._put_back(batch)
+            return
         if late_s < min(self.lease_s / 4, 1.0):
             self._start_batch(batch)
             if batch.jobs:
                 self._retime()
             return
         log.warning("claim_read_late", late_s=round(late_s, 2), jobs=len(batch.jobs), action="put back")
+        self._put_back(batch)
+
+    def _put_back(self, batch: Batch) -> None:
+        """Each job of a claim not started: due now, its try handed back (the write checks the lease is ours)."""
         loop = asyncio.get_running_loop()
         for job in batch.jobs:
             write = Write("P", job.raw_id, now_ms(), job.job_try - 1, counter=job.job_try)
@@ -829,7 +849,9 @@ class Worker:
         """Let running jobs finish within the grace, cancel (and queue again) the rest, write every outcome."""
         assert self._stop is not None
         self._listener.idle.clear()
-        if self._listening is not None:  # a claim of its own may be out: what it takes joins the jobs below
+        self._winding_down = True
+        if self._listening is not None:
+            await self._end_claim_ahead()
             await cancel_until_done([self._listening], 2.0)
         pending: set[asyncio.Task[Any]] = {t for t in self.tasks.values() if not t.done()}
         deadline = time.monotonic() + (self._grace_s if self._stop.requested else 0.0)
