@@ -20,7 +20,7 @@ from . import keys
 from ._lane import Lane, lane_for, run_script
 from ._lua import scripts
 from ._progress import Progress, read_progress
-from ._store import PlainJob, enqueue_call, hold_job, open_batch, store_after, store_job, store_plain_jobs
+from ._store import PlainJob, enqueue_call, hold_job, open_batch, store_after, store_plain_jobs
 from .config import Settings
 from .connection import create_redis, redis_call
 from .exceptions import ConfigError, JobNotFoundError, NotReplicatedError, UndecodableJobError
@@ -141,17 +141,7 @@ class RedisBackend:
         async with redis_call(self.settings, job_id=job.job_id):
             if job.depends_on:
                 return _stored(await _store(self.redis, job))
-            job_keys, args = enqueue_call(
-                job_id=job.job_id,
-                queue=job.queue,
-                payload=job.payload,
-                score_ms=job.score,
-                now_ms=job.now_ms,
-                expires_ms=job.expires_ms,
-                unique_key=job.unique_key,
-                unique_ttl_ms=job.unique_ttl_ms,
-                priority=job.priority,
-            )
+            job_keys, args = _enqueue_call(job)
             return _stored(await run_script(self.lane, scripts(self.redis).enqueue, job_keys, args))
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
@@ -405,8 +395,13 @@ def _store(redis: ArqRedis, job: Prepared, pipe: Any = None) -> Any:
             depends_on=job.depends_on,
             pipe=pipe,
         )
-    return store_job(
-        redis,
+    job_keys, args = _enqueue_call(job)
+    return scripts(redis).enqueue(keys=job_keys, args=args, client=pipe)
+
+
+def _enqueue_call(job: Prepared) -> tuple[list[str], list[Any]]:
+    """ENQUEUE's keys and arguments for a plain or unique job: sent by the lane, or queued on a pipeline."""
+    return enqueue_call(
         job_id=job.job_id,
         queue=job.queue,
         payload=job.payload,
@@ -416,7 +411,6 @@ def _store(redis: ArqRedis, job: Prepared, pipe: Any = None) -> Any:
         unique_key=job.unique_key,
         unique_ttl_ms=job.unique_ttl_ms,
         priority=job.priority,
-        pipe=pipe,
     )
 
 
