@@ -17,12 +17,12 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from . import keys
-from ._lane import Lane, lane_for, run_script
+from ._lane import NOT_ANSWERED, Lane, lane_for, packed
 from ._lua import scripts
 from ._progress import Progress, read_progress
-from ._store import PlainJob, enqueue_call, hold_job, open_batch, store_after, store_plain_jobs
+from ._store import PlainEnqueue, PlainJob, enqueue_call, hold_job, open_batch, store_after, store_plain_jobs
 from .config import Settings
-from .connection import create_redis, redis_call
+from .connection import create_redis, redis_call, redis_error
 from .exceptions import ConfigError, JobNotFoundError, NotReplicatedError, UndecodableJobError
 from .outcome import Failed, Released, RetryIn, Succeeded
 from .records import JobRecord, JobStatus, ResultRecord, result_status
@@ -31,12 +31,14 @@ from .runner import Attempt, Runner, now_ms, plan_for
 from .tasks import Task
 
 BATCH = 1000  # jobs per round trip in enqueue_many
+PLAIN_ENQUEUES_KEPT = 1000  # packed ENQUEUE templates, one per (queue, priority) enqueued to
 INLINE_KEPT = 10_000  # sync mode keeps the outcomes of this many recent jobs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prepared:
-    """A job checked and encoded, ready to be stored."""
+    """A job checked and encoded, ready to be stored (never changed after: not frozen, which costs a microsecond
+    on each enqueue)."""
 
     name: str
     known: Task[..., Any] | None
@@ -112,6 +114,7 @@ class RedisBackend:
         self._redis = redis
         self.published = PublishedRegistry()
         self._lane: Lane | None = None
+        self._plain_enqueues: dict[tuple[str, int], PlainEnqueue] = {}  # by (queue, priority)
 
     @property
     def redis(self) -> ArqRedis:
@@ -138,11 +141,41 @@ class RedisBackend:
     async def store(self, job: Prepared) -> Stored:
         if self.settings.wait_replicas:
             return (await self.store_many([job]))[0]
-        async with redis_call(self.settings, job_id=job.job_id):
-            if job.depends_on:
+        if job.depends_on:
+            async with redis_call(self.settings, job_id=job.job_id):
                 return _stored(await _store(self.redis, job))
+        deadline = asyncio.get_running_loop().time() + self.settings.redis_timeout
+        lane = self.lane
+        if lane is not None:
+            try:
+                reply = await lane.call(
+                    self._enqueue_command(job), deadline
+                )  # bounded by the lane's watchdog
+            except Exception as error:
+                ours = redis_error(self.settings, error, job.job_id)
+                if ours is None:
+                    raise
+                raise ours from None
+            if reply is not NOT_ANSWERED:
+                return _stored(reply)
+        async with redis_call(self.settings, job_id=job.job_id, until=deadline):
             job_keys, args = _enqueue_call(job)
-            return _stored(await run_script(self.lane, scripts(self.redis).enqueue, job_keys, args))
+            return _stored(await scripts(self.redis).enqueue(keys=job_keys, args=args))
+
+    def _enqueue_command(self, job: Prepared) -> bytes:
+        """ENQUEUE's call for ``job``, packed; a plain job's from its queue and priority's template."""
+        sha = scripts(self.redis).enqueue.sha
+        if job.unique_key is not None:
+            job_keys, args = _enqueue_call(job)
+            return packed("EVALSHA", sha, len(job_keys), *job_keys, *args)
+        template = self._plain_enqueues.get((job.queue, job.priority))
+        if template is None:
+            if len(self._plain_enqueues) >= PLAIN_ENQUEUES_KEPT:
+                self._plain_enqueues.clear()
+            template = self._plain_enqueues[(job.queue, job.priority)] = PlainEnqueue(
+                sha, job.queue, job.priority
+            )
+        return template.command(job.job_id, job.payload, job.score, job.now_ms, job.expires_ms)
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
         """One pipeline per ``BATCH`` jobs; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own

@@ -6,6 +6,12 @@ object and the argument encoder each take their share; together more than the ro
 keeps a few connections from the same pool settings, sends a command already packed in Redis's protocol
 (RESP) and reads the reply: the connection's own public ``send_packed_command``/``read_response``, nothing else.
 
+A call given a deadline is bounded without a timer of its own (``asyncio.timeout`` costs a timer handle, a
+heap entry and a cancellation check per call): one watchdog timer per lane, set for the earliest deadline of the
+calls in flight, closes the connection of a call past its deadline, which ends its read at once; the call then
+raises ``TimeoutError`` (it may have reached Redis). Closing, not cancelling: a read always ends when its socket
+closes, while a cancellation can be swallowed on its way (CPython gh-86296).
+
 It never decides an outcome on its own. Whenever it cannot simply answer (all its connections busy, the script
 not loaded yet, a lost connection, a read-only replica), it says so and the caller takes the ordinary client
 path, with its retries and script loading. A connection that failed in any other way than a Redis error
@@ -14,6 +20,7 @@ reply is dropped, never reused: it cannot hold a half-read reply for the next ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,27 +29,48 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError, ReadOnlyError, ResponseError
 
 LANE_SIZE = 4  # connections: one-at-a-time callers need one; a burst of concurrent calls uses the pool too
 
 NOT_ANSWERED: Any = object()  # the lane did not answer: take the ordinary path
 
 
+def encoded(value: str | bytes | int | float) -> bytes:
+    """An argument as redis-py encodes it: text as UTF-8, numbers as written."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return b"%d" % value
+    return repr(value).encode()
+
+
 def packed(*values: str | bytes | int | float) -> bytes:
-    """A command in RESP, its arguments encoded as redis-py encodes them (text as UTF-8, numbers as written)."""
+    """A command in RESP."""
     parts = []
     for value in values:
-        if isinstance(value, bytes):
-            data = value
-        elif isinstance(value, str):
-            data = value.encode()
-        elif isinstance(value, int):
-            data = b"%d" % value
-        else:
-            data = repr(value).encode()
+        data = encoded(value)
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+
+
+SLOT: Any = object()  # an argument of a template filled at each call
+
+
+def template(*values: str | bytes | int | float) -> bytes:
+    """A command packed once but for its ``SLOT`` arguments: a ``%`` format taking each one's length and bytes.
+
+    One ``%`` per call then packs it: the enqueue lane's command has twenty-nine arguments, nine of them its own."""
+    parts = [b"*%d\r\n" % len(values)]
+    for value in values:
+        if value is SLOT:
+            parts.append(b"$%d\r\n%b\r\n")
+        else:
+            data = encoded(value)
+            parts.append((b"$%d\r\n%b\r\n" % (len(data), data)).replace(b"%", b"%%"))
+    return b"".join(parts)
 
 
 class Lane:
@@ -53,10 +81,16 @@ class Lane:
         self._size = size
         self._idle: list[AbstractConnection] = []
         self._open: set[AbstractConnection] = set()
+        self._deadlines: dict[AbstractConnection, float] = {}  # calls in flight with a deadline (loop time)
+        self._expired: set[AbstractConnection] = (
+            set()
+        )  # closed by the watchdog; their calls raise TimeoutError
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
-    async def call(self, packed: bytes) -> Any:
+    async def call(self, packed: bytes, deadline: float | None = None) -> Any:
         """Redis's reply to ``packed``, or ``NOT_ANSWERED``. A Redis error reply (out of memory, no permission,
-        wrong type) raises as it would through the client."""
+        wrong type) raises as it would through the client; past ``deadline`` (the loop's clock), TimeoutError."""
         if self._idle:
             connection = self._idle.pop()
         elif len(self._open) < self._size:
@@ -64,26 +98,74 @@ class Lane:
             self._open.add(connection)
         else:
             return NOT_ANSWERED
+        if deadline is not None:
+            self._deadlines[connection] = deadline
+            if self._watchdog is None or deadline < self._watchdog.when():
+                self._watch(deadline)
         try:
-            await connection.connect()  # type: ignore[no-untyped-call]  # at once when connected
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]
+                if connection in self._expired:  # the deadline passed while connecting: nothing was sent
+                    raise ConnectionError("no connection to Redis within the deadline")
             await connection.send_packed_command(packed, check_health=False)
             reply = await connection.read_response()
         except (NoScriptError, ReadOnlyError):
-            self._idle.append(connection)  # the reply was read: the connection is in step
-            return NOT_ANSWERED  # the ordinary path loads the script / finds the primary
-        except ResponseError:
-            self._idle.append(connection)
-            raise
+            reply = NOT_ANSWERED  # the ordinary path loads the script / finds the primary
+        except ResponseError as error:
+            reply = error  # the reply was read: the connection is in step
         except Exception:
             await self._drop(connection)
+            if self._lapsed(connection):
+                raise TimeoutError("no reply from Redis within the deadline") from None
             return NOT_ANSWERED  # lost or timed out: the ordinary path retries, as it would have
         except BaseException:
+            self._lapsed(connection)
             await self._drop(connection)
             raise
-        self._idle.append(connection)
+        finally:
+            if deadline is not None:
+                del self._deadlines[connection]
+        if not self._lapsed(
+            connection
+        ):  # else closed by the watchdog as its reply came: whole, but not reused
+            self._idle.append(connection)
+        if isinstance(reply, ResponseError):
+            raise reply
         return reply
 
+    def _lapsed(self, connection: AbstractConnection) -> bool:
+        """Whether the watchdog closed ``connection`` (which is then forgotten)."""
+        if connection in self._expired:
+            self._expired.discard(connection)
+            return True
+        return False
+
+    def _watch(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Close the connections of the calls past their deadline; watch again for the next deadline."""
+        self._watchdog = None
+        now = asyncio.get_running_loop().time()
+        for connection, deadline in self._deadlines.items():
+            if deadline <= now and connection not in self._expired:
+                self._expired.add(connection)
+                # its reader sees the socket close at once; a reply in flight is lost with it
+                closing = asyncio.ensure_future(self._drop(connection))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        waiting = [
+            deadline for connection, deadline in self._deadlines.items() if connection not in self._expired
+        ]
+        if waiting:
+            self._watch(min(waiting))
+
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for connection in list(self._open):
             await self._drop(connection)
 

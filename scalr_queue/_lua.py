@@ -69,7 +69,7 @@ redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[9] ~= '' then redis.call('SET', KEYS[7], ARGV[4], 'PX', ARGV[9]) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[8], ARGV[3], ARGV[4])
-redis.call('SETRANGE', KEYS[9], tonumber(ARGV[10]), '1')
+if ARGV[10] ~= '0' then redis.call('SETRANGE', KEYS[9], tonumber(ARGV[10]), '1') end
 redis.call('SADD', KEYS[4], ARGV[5])
 local wake = tonumber(ARGV[3]) <= tonumber(ARGV[6])
 if not wake then
@@ -77,8 +77,7 @@ if not wake then
   wake = first[1] == ARGV[4]
 end
 if wake then
-  redis.call('RPUSH', KEYS[5], '1')
-  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[7]), -1)
+  if redis.call('RPUSH', KEYS[5], '1') > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[5], -tonumber(ARGV[7]), -1) end
 end
 return 1
 """
@@ -214,8 +213,9 @@ end
 # itself, oldest first, as before: jobs in no index (queued by plain arq, migrated, retried from the failed store,
 # taken back after their worker died) run after every indexed due job. An index entry whose job left the queue
 # (purged) is dropped; one the queue scores later (moved) is rescored.
-# Which priorities were ever used on the queue is kept in its levels string (byte p is '1' once a job of priority p
-# was queued; set at enqueue, never cleared): a queue using one priority costs two reads more per claim, not ten.
+# Which priorities above 0 were ever used on the queue is kept in its levels string (byte p is '1' once a job of
+# priority p was queued; set at enqueue, never cleared; priority 0's index, the default's, is always read): a queue
+# using one priority costs two reads more per claim, not ten.
 # KEYS: queue, paused flag, notify list, priority levels, dependency-failed set. ARGV: as _TAKE, then the queue's
 # priority index prefix.
 CLAIM = (
@@ -251,7 +251,7 @@ local want = tonumber(ARGV[2])
 local levels = redis.call('GET', KEYS[4]) or ''
 for priority = 0, 9 do
   if taken >= want then break end
-  if string.sub(levels, priority + 1, priority + 1) == '1' then
+  if priority == 0 or string.sub(levels, priority + 1, priority + 1) == '1' then
     local index = ARGV[11] .. priority
     local ready = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
     for _, id in ipairs(ready) do

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from . import keys
+from ._lane import SLOT, template
 from ._lua import scripts
 
 
@@ -90,6 +91,41 @@ def enqueue_call(
         priority,
     ]
     return job_keys, args
+
+
+class PlainEnqueue:
+    """ENQUEUE's command for the plain jobs (no unique key, no cron tick) of one queue and priority, packed once
+    but for each job's own nine arguments (what ``enqueue_call`` gives, in its order): the enqueue lane's."""
+
+    __slots__ = ("_format",)
+
+    def __init__(self, sha: str, queue: str, priority: int) -> None:
+        job_keys, args = enqueue_call(
+            job_id="-", queue=queue, payload=b"", score_ms=0, now_ms=0, expires_ms=0, priority=priority
+        )
+        for own in _JOB_KEYS:
+            job_keys[own] = SLOT
+        for own in _JOB_ARGS:
+            args[own] = SLOT
+        self._format = template("EVALSHA", sha, len(job_keys), *job_keys, *args)
+
+    def command(self, job_id: str, payload: bytes, score_ms: float, now_ms: int, expires_ms: int) -> bytes:
+        id_ = job_id.encode()
+        job = JOB_PREFIX + id_
+        result = RESULT_PREFIX + id_
+        expiry = b"%d" % expires_ms
+        score = repr(score_ms).encode()
+        now = b"%d" % now_ms
+        return self._format % (  # the slots' lengths and values: job, result, once and unique (the job's own),
+            len(job), job, len(result), result, len(job), job, len(job), job,  # then expiry, payload, score, id, now
+            len(expiry), expiry, len(payload), payload, len(score), score, len(id_), id_, len(now), now,
+        )  # fmt: skip
+
+
+_JOB_KEYS = (0, 1, 5, 6)  # job, result, once (the job's), unique (the job's)
+_JOB_ARGS = (0, 1, 2, 3, 5)  # expiry, payload, score, id, now
+JOB_PREFIX = keys.JOB_PREFIX.encode()
+RESULT_PREFIX = keys.RESULT_PREFIX.encode()
 
 
 def store_plain_jobs(

@@ -42,7 +42,7 @@ from .exceptions import (
     UnknownTaskError,
 )
 from .records import MAX_TRY, JobRecord, JobStatus, ResultRecord, valid_name
-from .registry import PublishedTask
+from .registry import PublishedRegistry, PublishedTask
 from .tasks import Task, as_task, registry_for
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ ENQUEUE_OPTIONS = (
     "_depends_on",
     "_job_try",
 )
+_OPTION_NAMES = frozenset(ENQUEUE_OPTIONS)
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 MAX_DELAY_S = 10 * 365 * 86_400  # deferrals and expiries beyond ten years are mistakes, not plans
 SUB_MS_STEPS = 4096  # a score near 1.7e12 ms holds 1/4096 ms exactly
@@ -108,16 +109,10 @@ class Client:
             return task, registry_for(self.settings.tasks).get(task)
         return task, None
 
-    async def _published(self, name: str, known: Task[..., Any] | None) -> PublishedTask | None:
-        """What the workers published for ``name``, when nothing local knows it (read lazily, then cached)."""
-        backend = self.backend
-        if known is not None or not isinstance(backend, RedisBackend):
-            return None
-        registry = backend.published
-        if registry.stale(name):
-            async with _quiet_redis_call(self.settings):
-                await registry.refresh(backend.redis)
-        return registry.lookup(name) if registry.read else None
+    async def _refresh(self, registry: PublishedRegistry) -> None:
+        """Read what the workers published (lazily, then now and then); Redis trouble shows at the write."""
+        async with _quiet_redis_call(self.settings):
+            await registry.refresh(self.redis)
 
     async def prepare(
         self,
@@ -131,12 +126,17 @@ class Client:
 
         The options first (they are the caller's, whatever the task), then the task and its arguments. ``meta``
         joins the record's own additions (``batch()`` names the job's batch there)."""
-        options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
+        options = {name: kwargs.pop(name) for name in _OPTION_NAMES.intersection(kwargs)} if kwargs else None
         now_ms = int(time.time() * 1000)
-        checked = _Options.check(options, now_ms)
+        checked = _Options.check(options, now_ms) if options else _Options.plain(now_ms)
         name, known = self.resolve(task)
         _reject_unknown_options(kwargs, known)
-        published = await self._published(name, known)
+        published = None  # what the workers published for the task, when nothing local knows it
+        if known is None and isinstance(self.backend, RedisBackend):
+            registry = self.backend.published
+            if registry.stale(name):
+                await self._refresh(registry)
+            published = registry.lookup(name) if registry.read else None
         if known is not None:
             known.signature.check(kwargs)
         elif published is not None:
@@ -195,19 +195,14 @@ class Client:
         **kwargs: Any,
     ) -> Job | None:
         """Queue ``task`` with keyword arguments; None when a job with ``_job_id`` already exists."""
-        options = {
-            "_job_id": _job_id,
-            "_queue_name": _queue_name,
-            "_defer_until": _defer_until,
-            "_defer_by": _defer_by,
-            "_expires": _expires,
-            "_priority": _priority,
-            "_depends_on": _depends_on,
-            "_job_try": _job_try,
-        }
-        job = await self.prepare(
-            task, {**kwargs, **{k: v for k, v in options.items() if v is not None}}, None
-        )
+        options = (_job_id, _queue_name, _defer_until, _defer_by, _expires, _priority, _depends_on, _job_try)
+        if options.count(None) < len(options):  # kwargs is this call's own dict: the options join it
+            kwargs.update(
+                (name, value)
+                for name, value in zip(ENQUEUE_OPTIONS, options, strict=True)
+                if value is not None
+            )
+        job = await self.prepare(task, kwargs, None)
         return self.handle_for(job, await self.backend.store(job))
 
     def handle_for(self, job: Prepared, stored: Stored) -> Job | None:
@@ -338,7 +333,7 @@ def _unpack_result(record: ResultRecord) -> Any:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Options:
     """The enqueue options, checked: what each must be is said in its error."""
 
@@ -349,6 +344,11 @@ class _Options:
     expires_ms: int
     priority: int
     depends_on: tuple[str, ...] = ()
+
+    @classmethod
+    def plain(cls, now_ms: int) -> _Options:
+        """No options given: due now, on the task's queue, expiring a day after (``check({})``, quicker)."""
+        return cls(None, None, None, _score({}, now_ms), EXPIRES_EXTRA_MS, 0)
 
     @classmethod
     def check(cls, options: dict[str, Any], now_ms: int) -> _Options:

@@ -331,10 +331,13 @@ class redis_call:
 
     __slots__ = ("_job_id", "_settings", "_timeout")
 
-    def __init__(self, settings: Settings, job_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, job_id: str | None = None, *, until: float | None = None) -> None:
+        """``until``: bound by that time of the loop's clock instead of ``redis_timeout`` from now."""
         self._settings = settings
         self._job_id = job_id
-        self._timeout = asyncio.timeout(settings.redis_timeout)
+        self._timeout = (
+            asyncio.timeout(settings.redis_timeout) if until is None else asyncio.timeout_at(until)
+        )
 
     async def __aenter__(self) -> None:
         await self._timeout.__aenter__()
@@ -345,18 +348,27 @@ class redis_call:
         try:
             await self._timeout.__aexit__(exc_type, exc, tb)
         except REDIS_DOWN_ERRORS as timed_out:
-            raise self._error(timed_out) from None
-        if exc is None:
-            return
-        if isinstance(exc, (*REDIS_DOWN_ERRORS, OutOfMemoryError)) or not_writable(exc):
-            raise self._error(exc) from None
-        if permission_denied(exc):
-            raise no_permission(self._settings, exc) from None
+            raise redis_error(self._settings, timed_out, self._job_id) or timed_out from None
+        if exc is not None:
+            ours = redis_error(self._settings, exc, self._job_id)
+            if ours is not None:
+                raise ours from None
 
-    def _error(self, exc: BaseException) -> RedisUnavailableError:
-        if self._job_id is not None and isinstance(exc, REDIS_DOWN_ERRORS):
-            return enqueue_failed(self._settings, exc, job_id=self._job_id)
-        return unavailable(self._settings, exc)
+
+def redis_error(
+    settings: Settings, exc: BaseException, job_id: str | None = None
+) -> RedisUnavailableError | RedisPermissionError | None:
+    """Ours for a Redis failure (down, timed out, full, read-only, no permission), or None for any other error.
+    With ``job_id`` (an enqueue), one that may have reached Redis says the outcome is unknown."""
+    if isinstance(exc, REDIS_DOWN_ERRORS):
+        return (
+            enqueue_failed(settings, exc, job_id=job_id) if job_id is not None else unavailable(settings, exc)
+        )
+    if isinstance(exc, OutOfMemoryError) or not_writable(exc):
+        return unavailable(settings, exc)
+    if permission_denied(exc):
+        return no_permission(settings, exc)
+    return None
 
 
 async def redis_info(redis: ArqRedis) -> dict[str, Any]:

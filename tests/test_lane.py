@@ -1,0 +1,110 @@
+"""The enqueue lane (``scalr_queue._lane``): the command it packs is the client's, and its deadlines hold without a
+timer per call: a stalled Redis ends every call in flight at its deadline, and the lane goes on afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio
+
+from scalr_queue import keys
+from scalr_queue._lane import NOT_ANSWERED, SLOT, Lane, packed, template
+from scalr_queue._store import PlainEnqueue, enqueue_call
+from scalr_queue.testing import RedisServer
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("job_id", "queue", "priority", "score"),
+    [
+        ("0f" * 16, "default", 0, 1_764_000_000_000.25),
+        ("naïve-100%-id", "reports.daily", 7, 1_764_000_000_001.0),
+        ("x", "arq:queue", 9, 17.5),
+    ],
+)
+def test_a_plain_jobs_command_is_the_enqueue_call_packed(
+    job_id: str, queue: str, priority: int, score: float
+) -> None:
+    """The template's bytes equal those of packing ENQUEUE's keys and arguments one by one (the two never drift)."""
+    payload = b'{"f":"noop","k":{"note":"50% off"}}'
+    job_keys, args = enqueue_call(
+        job_id=job_id,
+        queue=keys.queue_key(queue),
+        payload=payload,
+        score_ms=score,
+        now_ms=1_764_000_000_000,
+        expires_ms=86_400_000,
+        priority=priority,
+    )
+    expected = packed("EVALSHA", SHA, len(job_keys), *job_keys, *args)
+    command = PlainEnqueue(SHA, keys.queue_key(queue), priority).command(
+        job_id, payload, score, 1_764_000_000_000, 86_400_000
+    )
+    assert command == expected
+
+
+def test_a_templates_fixed_arguments_keep_their_percent_signs() -> None:
+    assert template("SET", "100%d", SLOT) % (3, b"a%b") == packed("SET", "100%d", b"a%b")
+
+
+@pytest.fixture
+def debug_server() -> RedisServer:
+    with RedisServer(extra_args=("--enable-debug-command", "yes")) as server:
+        yield server  # type: ignore[misc]
+
+
+async def test_calls_in_flight_when_redis_stalls_end_at_their_deadline_and_the_lane_goes_on(
+    debug_server: RedisServer,
+) -> None:
+    client = redis.asyncio.Redis.from_url(debug_server.url)
+    lane = Lane(client.connection_pool)
+    ping = packed("PING")
+    loop = asyncio.get_running_loop()
+    try:
+        assert await lane.call(ping, loop.time() + 5) in (b"PONG", "PONG", True)
+        stall = asyncio.ensure_future(client.execute_command("DEBUG", "SLEEP", "2"))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(lane.call(ping, loop.time() + 0.3) for _ in range(3)), return_exceptions=True
+        )
+        waited = time.monotonic() - started
+        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes), outcomes
+        assert waited < 1.5  # at the deadline, not when Redis wakes (2 s)
+        await stall
+        # Later calls get fresh connections; one with a far deadline outlives a short stall.
+        assert await lane.call(ping, loop.time() + 5) in (b"PONG", "PONG", True)
+        stall = asyncio.ensure_future(client.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.1)
+        assert await lane.call(ping, loop.time() + 5) in (b"PONG", "PONG", True)
+        await stall
+    finally:
+        await lane.close()
+        await client.aclose()
+
+
+async def test_a_cancelled_caller_leaves_the_lane_whole(debug_server: RedisServer) -> None:
+    """A caller cancelled mid-call (its request ended) drops that connection; the lane keeps its size and works."""
+    client = redis.asyncio.Redis.from_url(debug_server.url)
+    lane = Lane(client.connection_pool, size=2)
+    ping = packed("PING")
+    loop = asyncio.get_running_loop()
+    try:
+        stall = asyncio.ensure_future(client.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.1)
+        callers = [asyncio.ensure_future(lane.call(ping, loop.time() + 5)) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both sent, waiting for Redis
+        assert await lane.call(ping, loop.time() + 5) is NOT_ANSWERED  # both connections busy
+        for caller in callers:
+            caller.cancel()
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        assert all(isinstance(result, asyncio.CancelledError) for result in results)
+        await stall
+        answers = await asyncio.gather(*(lane.call(ping, loop.time() + 5) for _ in range(2)))
+        assert all(answer in (b"PONG", "PONG", True) for answer in answers)
+    finally:
+        await lane.close()
+        await client.aclose()
