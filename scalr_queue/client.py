@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,7 @@ from typing_extensions import TypeVar
 
 from . import keys, metrics, tracing
 from ._backends import InlineBackend, Prepared, RedisBackend, Stored, backend_for
+from ._ids import new_job_id
 from ._progress import Progress
 from ._state import STATE
 from .config import QUEUE_NAME_PATTERN, Settings, get_settings
@@ -62,6 +62,7 @@ _OPTION_NAMES = frozenset(ENQUEUE_OPTIONS)
 EXPIRES_EXTRA_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
 MAX_DELAY_S = 10 * 365 * 86_400  # deferrals and expiries beyond ten years are mistakes, not plans
 SUB_MS_STEPS = 4096  # a score near 1.7e12 ms holds 1/4096 ms exactly
+VALID_NAMES_KEPT = 1000
 _order = itertools.count()
 ResultT = TypeVar("ResultT", default=Any)  # a Job's result type
 _JOB_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
@@ -80,6 +81,7 @@ class Client:
         # close() uses the next pool instead of reopening this one.
         self._is_default = False
         self._propagate = self.settings.propagate_names
+        self._valid_names: set[str] = set()  # task names already checked (its regex sat on every enqueue)
 
     @property
     def redis(self) -> ArqRedis:
@@ -101,10 +103,13 @@ class Client:
         if not isinstance(task, str):
             resolved = as_task(task)
             return resolved.name, resolved
-        if not valid_name(task):
-            raise UnknownTaskError(
-                f"{_shown(task)} is not a task name: 1-200 characters without whitespace or control characters"
-            )
+        if task not in self._valid_names:
+            if not valid_name(task):
+                raise UnknownTaskError(
+                    f"{_shown(task)} is not a task name: 1-200 characters without whitespace or control characters"
+                )
+            if len(self._valid_names) < VALID_NAMES_KEPT:
+                self._valid_names.add(task)
         if self.settings.tasks:
             return task, registry_for(self.settings.tasks).get(task)
         return task, None
@@ -167,7 +172,7 @@ class Client:
             name,
             known,
             keys.queue_name(queue),
-            checked.job_id or os.urandom(16).hex(),  # like uuid4().hex, a little cheaper
+            checked.job_id or new_job_id(),
             record,
             payload,
             checked.score,

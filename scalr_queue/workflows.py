@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from arq.cron import CronJob
 
+from ._ids import new_job_id
 from .client import ENQUEUE_OPTIONS, Client, Job, _Options, _reject_unknown_options, _shown, default_client
 from .config import get_settings
 from .exceptions import PayloadTooLargeError, TaskArgumentsError, UnknownTaskError
@@ -115,7 +115,7 @@ async def chain(*calls: Call, client: Client | None = None) -> Chain:
         kwargs = dict(link.kwargs)
         if "_depends_on" in kwargs:
             raise TaskArgumentsError("a chain link depends on the link before it: leave out _depends_on")
-        job_id = kwargs.setdefault("_job_id", os.urandom(16).hex())
+        job_id = kwargs.setdefault("_job_id", new_job_id())
         if previous is not None:
             kwargs["_depends_on"] = [previous]
         pairs.append((link.task, kwargs))

@@ -9,7 +9,6 @@ one worker queue it, however many run.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
@@ -18,6 +17,7 @@ from arq.cron import CronJob
 from redis.asyncio import Redis
 
 from .. import keys
+from .._ids import new_job_id
 from .._store import store_job
 from ..records import JobRecord
 
@@ -76,7 +76,7 @@ class CronScheduler:
             job_id = f"{cron_job.name}:{tick_ms}"
             once_key = keys.cron_tick_key(cron_job.name, tick_ms)
         else:
-            job_id = os.urandom(16).hex()
+            job_id = new_job_id()
         score = max(tick_ms, now_ms)
         kwargs = getattr(
             cron_job, "kwargs", None
