@@ -20,7 +20,16 @@ from . import keys
 from ._lane import NOT_ANSWERED, Lane, lane_for, packed
 from ._lua import scripts
 from ._progress import Progress, read_progress
-from ._store import PlainEnqueue, PlainJob, enqueue_call, hold_job, open_batch, store_after, store_plain_jobs
+from ._store import (
+    PlainEnqueue,
+    PlainEnqueueMany,
+    PlainJob,
+    enqueue_call,
+    hold_job,
+    open_batch,
+    store_after,
+    store_plain_jobs,
+)
 from .config import Settings
 from .connection import create_redis, redis_call, redis_error
 from .exceptions import ConfigError, JobNotFoundError, NotReplicatedError, UndecodableJobError
@@ -115,6 +124,7 @@ class RedisBackend:
         self.published = PublishedRegistry()
         self._lane: Lane | None = None
         self._plain_enqueues: dict[tuple[str, int], PlainEnqueue] = {}  # by (queue, priority)
+        self._plain_enqueue_manys: dict[str, PlainEnqueueMany] = {}  # by queue
 
     @property
     def redis(self) -> ArqRedis:
@@ -178,48 +188,81 @@ class RedisBackend:
         return template.command(job.job_id, job.payload, job.score, job.now_ms, job.expires_ms)
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
-        """One pipeline per ``BATCH`` jobs; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own
-        connection (WAIT counts that connection's writes) and NotReplicatedError if too few replicas confirm."""
+        """One call per ``BATCH`` jobs: plain jobs of one queue as one packed ENQUEUE_MANY on the lane, else one
+        pipeline; with ``SCALR_QUEUE_WAIT_REPLICAS``, a WAIT on the pipeline's own connection (WAIT counts that
+        connection's writes) and NotReplicatedError if too few replicas confirm."""
         created: list[Stored] = []
-        wait = self.settings.wait_replicas
         for start in range(0, len(jobs), BATCH):
             chunk = jobs[start : start + BATCH]
-            plain: dict[
-                str, list[int]
-            ] = {}  # queue -> positions in chunk of its plain jobs: one call per queue
-            calls: list[
-                tuple[bool, list[int]]
-            ] = []  # (one reply per position?, positions), per call in order
-
-            async with (
-                redis_call(self.settings, job_id=chunk[0].job_id),
-                self.redis.pipeline(transaction=False) as pipe,
-            ):
-                for position, job in enumerate(chunk):
-                    if job.unique_key is None and not job.depends_on:
-                        plain.setdefault(job.queue, []).append(position)
-                        continue
-                    await _queue_plain(self.redis, pipe, chunk, plain, calls)
-                    await _store(self.redis, job, pipe)
-                    calls.append((False, [position]))
-                await _queue_plain(self.redis, pipe, chunk, plain, calls)
-                if wait:
-                    pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
-                results = await pipe.execute()
-            outcomes: list[Any] = [None] * len(chunk)
-            for (per_position, positions), reply in zip(calls, results, strict=False):  # WAIT's reply last
-                if per_position:
-                    for position, done in zip(positions, reply, strict=True):
-                        outcomes[position] = done
-                else:
-                    outcomes[positions[0]] = reply
-            if wait:
-                acknowledged = int(results[-1])
-                stored = [job.job_id for job, done in zip(chunk, outcomes, strict=True) if done == 1]
-                if stored and acknowledged < wait:
-                    raise NotReplicatedError(stored, wait, acknowledged, self.settings.wait_timeout)
+            outcomes = None if self.settings.wait_replicas else await self._store_plain_on_lane(chunk)
+            if outcomes is None:
+                outcomes = await self._store_chunk(chunk)
             created += [_stored(done) for done in outcomes]
         return created
+
+    async def _store_plain_on_lane(self, chunk: Sequence[Prepared]) -> list[Any] | None:
+        """ENQUEUE_MANY's replies for a chunk of plain jobs of one queue, through the lane; None for any other
+        chunk, or when the lane does not answer (the pipeline then stores it)."""
+        queue = chunk[0].queue
+        if any(job.unique_key is not None or job.depends_on or job.queue != queue for job in chunk):
+            return None
+        lane = self.lane
+        if lane is None:
+            return None
+        now = max(job.now_ms for job in chunk)
+        command = self._plain_enqueue_many(queue).command(now, [_plain(job) for job in chunk])
+        deadline = asyncio.get_running_loop().time() + self.settings.redis_timeout
+        try:
+            reply = await lane.call(command, deadline)
+        except Exception as error:
+            ours = redis_error(self.settings, error, chunk[0].job_id)
+            if ours is None:
+                raise
+            raise ours from None
+        return None if reply is NOT_ANSWERED else list(reply)
+
+    def _plain_enqueue_many(self, queue: str) -> PlainEnqueueMany:
+        command = self._plain_enqueue_manys.get(queue)
+        if command is None:
+            if len(self._plain_enqueue_manys) >= PLAIN_ENQUEUES_KEPT:
+                self._plain_enqueue_manys.clear()
+            sha = scripts(self.redis).enqueue_many.sha
+            command = self._plain_enqueue_manys[queue] = PlainEnqueueMany(sha, queue)
+        return command
+
+    async def _store_chunk(self, chunk: Sequence[Prepared]) -> list[Any]:
+        """The chunk's replies through one pipeline: the plain jobs one call per queue, the others one call each."""
+        wait = self.settings.wait_replicas
+        plain: dict[str, list[int]] = {}  # queue -> positions in chunk of its plain jobs: one call per queue
+        calls: list[tuple[bool, list[int]]] = []  # (one reply per position?, positions), per call in order
+        async with (
+            redis_call(self.settings, job_id=chunk[0].job_id),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for position, job in enumerate(chunk):
+                if job.unique_key is None and not job.depends_on:
+                    plain.setdefault(job.queue, []).append(position)
+                    continue
+                await _queue_plain(self.redis, pipe, chunk, plain, calls)
+                await _store(self.redis, job, pipe)
+                calls.append((False, [position]))
+            await _queue_plain(self.redis, pipe, chunk, plain, calls)
+            if wait:
+                pipe.execute_command("WAIT", wait, int(self.settings.wait_timeout * 1000))
+            results = await pipe.execute()
+        outcomes: list[Any] = [None] * len(chunk)
+        for (per_position, positions), reply in zip(calls, results, strict=False):  # WAIT's reply last
+            if per_position:
+                for position, done in zip(positions, reply, strict=True):
+                    outcomes[position] = done
+            else:
+                outcomes[positions[0]] = reply
+        if wait:
+            acknowledged = int(results[-1])
+            stored = [job.job_id for job, done in zip(chunk, outcomes, strict=True) if done == 1]
+            if stored and acknowledged < wait:
+                raise NotReplicatedError(stored, wait, acknowledged, self.settings.wait_timeout)
+        return outcomes
 
     async def store_batch(self, plan: BatchPlan) -> list[Stored]:
         """The batch's state and held callbacks, then its jobs, one pipeline per ``BATCH`` jobs: the state goes

@@ -49,11 +49,16 @@ def encoded(value: str | bytes | int | float) -> bytes:
 
 def packed(*values: str | bytes | int | float) -> bytes:
     """A command in RESP."""
+    return b"*%d\r\n%b" % (len(values), arguments(*values))
+
+
+def arguments(*values: str | bytes | int | float) -> bytes:
+    """Arguments of a command in RESP, without the command's count line (for a command packed in parts)."""
     parts = []
     for value in values:
         data = encoded(value)
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+    return b"".join(parts)
 
 
 SLOT: Any = object()  # an argument of a template filled at each call

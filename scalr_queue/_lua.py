@@ -134,7 +134,8 @@ return 1
 
 # ENQUEUE for many plain jobs of one queue in one call (enqueue_many: no unique key, no cron tick, no
 # dependencies): the same writes per job, five arguments each instead of twenty, and the queue set, the priority
-# levels and the wake-up tokens written once. Returns 1 (stored) or 0 (its id exists) per job, in order.
+# levels and the wake-up tokens written once; the queue and each priority index take all their jobs in one ZADD
+# (a ZADD per job was a quarter of the script's time). Returns 1 (stored) or 0 (its id exists) per job, in order.
 # KEYS: queue, queues set, notify list, ready levels
 # ARGV: now ms, notify cap, queue name, job prefix, result prefix, ready index prefix, then per job: id, payload,
 #       score, expiry ms, priority
@@ -143,24 +144,35 @@ local now = tonumber(ARGV[1])
 local out = {}
 local ours = {}
 local due_now = 0
-local levels = {}
+local levels = {}  -- priority -> {score, id, score, id ...}
 for i = 7, #ARGV, 5 do
   local id, score, priority = ARGV[i], ARGV[i + 2], ARGV[i + 4]
   if redis.call('EXISTS', ARGV[4] .. id, ARGV[5] .. id) > 0 then
     out[#out + 1] = 0
   else
     redis.call('PSETEX', ARGV[4] .. id, ARGV[i + 3], ARGV[i + 1])
-    redis.call('ZADD', KEYS[1], score, id)
-    redis.call('ZADD', ARGV[6] .. priority, score, id)
-    levels[tonumber(priority)] = true
+    local level = levels[priority]
+    if level == nil then
+      level = {}
+      levels[priority] = level
+    end
+    level[#level + 1] = score
+    level[#level + 1] = id
     ours[id] = true
     if tonumber(score) <= now then due_now = due_now + 1 end
     out[#out + 1] = 1
   end
 end
 if next(ours) == nil then return out end
+for priority, level in pairs(levels) do
+  for from = 1, #level, 2000 do  -- unpack's stack has room for a few thousand values
+    local upto = math.min(from + 1999, #level)
+    redis.call('ZADD', KEYS[1], unpack(level, from, upto))
+    redis.call('ZADD', ARGV[6] .. priority, unpack(level, from, upto))
+  end
+  if priority ~= '0' then redis.call('SETRANGE', KEYS[4], tonumber(priority), '1') end
+end
 redis.call('SADD', KEYS[2], ARGV[3])
-for priority in pairs(levels) do redis.call('SETRANGE', KEYS[4], priority, '1') end
 local tokens = math.min(due_now, tonumber(ARGV[2]))
 if tokens == 0 then
   local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, 1)

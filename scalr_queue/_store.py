@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from . import keys
-from ._lane import SLOT, template
+from ._lane import SLOT, arguments, template
 from ._lua import scripts
 
 
@@ -132,6 +132,15 @@ def store_plain_jobs(
     redis: Redis, *, queue: str, now_ms: int, jobs: Sequence[PlainJob], pipe: Pipeline | None = None
 ) -> Awaitable[Any]:
     """Queue many plain jobs of one queue in one call (``ENQUEUE_MANY``): 1 or 0 (its id exists) per job."""
+    job_keys, args = enqueue_many_call(queue, now_ms)
+    for job in jobs:
+        args += job
+    return scripts(redis).enqueue_many(keys=job_keys, args=args, client=pipe)
+
+
+def enqueue_many_call(queue: str, now_ms: int) -> tuple[list[Any], list[Any]]:
+    """``ENQUEUE_MANY``'s keys and its arguments before the jobs' own (five per job, a ``PlainJob``)."""
+    job_keys = [keys.queue_key(queue), keys.QUEUES_KEY, keys.notify_key(queue), keys.ready_levels_key(queue)]
     args: list[Any] = [
         now_ms,
         keys.NOTIFY_CAP,
@@ -140,10 +149,47 @@ def store_plain_jobs(
         keys.RESULT_PREFIX,
         keys.ready_prefix(queue),
     ]
-    for job in jobs:
-        args += job
-    job_keys = [keys.queue_key(queue), keys.QUEUES_KEY, keys.notify_key(queue), keys.ready_levels_key(queue)]
-    return scripts(redis).enqueue_many(keys=job_keys, args=args, client=pipe)
+    return job_keys, args
+
+
+class PlainEnqueueMany:
+    """``ENQUEUE_MANY``'s command for one queue, packed once but for the time and the jobs' own arguments: the
+    lane's ``enqueue_many``, where redis-py's packing of 5,000 arguments per 1,000 jobs cost more than Redis."""
+
+    __slots__ = ("_count", "_head", "_rest")
+
+    def __init__(self, sha: str, queue: str) -> None:
+        job_keys, args = enqueue_many_call(queue, 0)
+        self._count = 3 + len(job_keys) + len(args)  # every argument but the jobs'
+        self._head = arguments("EVALSHA", sha, len(job_keys), *job_keys)  # the time (args[0]) goes between
+        self._rest = arguments(*args[1:])
+
+    def command(self, now_ms: int, jobs: Sequence[PlainJob]) -> bytes:
+        parts = [b"*%d\r\n" % (self._count + 5 * len(jobs)), self._head, arguments(now_ms), self._rest]
+        for job_id, payload, score_ms, expires_ms, priority in jobs:
+            id_ = job_id.encode()
+            score = repr(score_ms).encode()
+            expiry = b"%d" % expires_ms
+            level = b"%d" % priority
+            parts.append(
+                _PLAIN_JOB
+                % (
+                    len(id_),
+                    id_,
+                    len(payload),
+                    payload,
+                    len(score),
+                    score,
+                    len(expiry),
+                    expiry,
+                    len(level),
+                    level,
+                )
+            )
+        return b"".join(parts)
+
+
+_PLAIN_JOB = b"$%d\r\n%b\r\n" * 5  # id, payload, score, expiry, priority
 
 
 # One plain job for store_plain_jobs: id, payload, score (ms), expiry (ms), priority

@@ -201,6 +201,8 @@ async def test_a_full_redis_refuses_enqueues_with_our_error_and_the_worker_rides
                 await enqueue("echo", value=secret)
             assert isinstance(refused.value, RedisUnavailableError)  # the FastAPI handler's 503
             assert secret not in str(refused.value)
+            with pytest.raises(RedisFullError, match="full"):  # enqueue_many's own packed call, too
+                await scalr_queue.enqueue_many([("echo", {"value": secret}) for _ in range(3)])
             worker = spawn("tests.apps.faults", env={"REDIS_URL": server.url})
             worker.wait_started()
             results = [await job.result(timeout=30) for job in jobs if job]

@@ -11,7 +11,7 @@ import redis.asyncio
 
 from scalr_queue import keys
 from scalr_queue._lane import NOT_ANSWERED, SLOT, Lane, packed, template
-from scalr_queue._store import PlainEnqueue, enqueue_call
+from scalr_queue._store import PlainEnqueue, PlainEnqueueMany, PlainJob, enqueue_call, enqueue_many_call
 from scalr_queue.testing import RedisServer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -44,6 +44,22 @@ def test_a_plain_jobs_command_is_the_enqueue_call_packed(
         job_id, payload, score, 1_764_000_000_000, 86_400_000
     )
     assert command == expected
+
+
+def test_many_plain_jobs_command_is_the_enqueue_many_call_packed() -> None:
+    """``enqueue_many``'s packed command equals packing ENQUEUE_MANY's keys, arguments and jobs one by one."""
+    jobs: list[PlainJob] = [
+        ("0f" * 16, b'{"f":"noop"}', 1_764_000_000_000.25, 86_400_000, 0),
+        ("naïve-100%-id", b'{"k":{"note":"50% off"}}', 1_764_000_000_001.0, 5_000, 7),
+        ("x", b"", 17, 1, 9),
+    ]
+    for queue in ("default", "reports.100%"):
+        job_keys, args = enqueue_many_call(queue, 1_764_000_000_002)
+        expected = packed("EVALSHA", SHA, len(job_keys), *job_keys, *args, *(v for job in jobs for v in job))
+        assert PlainEnqueueMany(SHA, queue).command(1_764_000_000_002, jobs) == expected
+        assert PlainEnqueueMany(SHA, queue).command(5, []) == packed(
+            "EVALSHA", SHA, len(job_keys), *job_keys, 5, *args[1:]
+        )
 
 
 def test_a_templates_fixed_arguments_keep_their_percent_signs() -> None:
