@@ -21,6 +21,7 @@ from ._lane import NOT_ANSWERED, Lane, lane_for, packed
 from ._lua import scripts
 from ._progress import Progress, read_progress
 from ._store import (
+    FreshEnqueue,
     PlainEnqueue,
     PlainEnqueueMany,
     PlainJob,
@@ -62,6 +63,9 @@ class Prepared:
     unique_ttl_ms: int = 0
     priority: int = 0
     depends_on: tuple[str, ...] = ()
+    fresh: bool = (
+        False  # queued with no option: its id made here, due now, priority 0 (``_store.FreshEnqueue``)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ class RedisBackend:
         self._lane: Lane | None = None
         self._plain_enqueues: dict[tuple[str, int], PlainEnqueue] = {}  # by (queue, priority)
         self._plain_enqueue_manys: dict[str, PlainEnqueueMany] = {}  # by queue
+        self._fresh_enqueues: dict[str, FreshEnqueue] = {}  # by queue
 
     @property
     def redis(self) -> ArqRedis:
@@ -157,23 +162,33 @@ class RedisBackend:
         deadline = asyncio.get_running_loop().time() + self.settings.redis_timeout
         lane = self.lane
         if lane is not None:
+            command, replies = self._enqueue_command(job)
             try:
-                reply = await lane.call(
-                    self._enqueue_command(job), deadline
-                )  # bounded by the lane's watchdog
+                reply = await lane.call(command, deadline, replies)  # bounded by the lane's watchdog
             except Exception as error:
                 ours = redis_error(self.settings, error, job.job_id)
                 if ours is None:
                     raise
                 raise ours from None
             if reply is not NOT_ANSWERED:
-                return _stored(reply)
+                return True if replies > 1 else _stored(reply)  # a fresh job's EXEC answered: it is stored
         async with redis_call(self.settings, job_id=job.job_id, until=deadline):
             job_keys, args = _enqueue_call(job)
             return _stored(await scripts(self.redis).enqueue(keys=job_keys, args=args))
 
-    def _enqueue_command(self, job: Prepared) -> bytes:
-        """ENQUEUE's call for ``job``, packed; a plain job's from its queue and priority's template."""
+    def _enqueue_command(self, job: Prepared) -> tuple[bytes, int]:
+        """The lane's command for ``job``, packed, and how many replies it gets: a fresh job's transaction, else
+        ENQUEUE's call (a plain job's from its queue and priority's template)."""
+        if job.fresh and job.unique_key is None:
+            fresh = self._fresh_enqueues.get(job.queue)
+            if fresh is None:
+                if len(self._fresh_enqueues) >= PLAIN_ENQUEUES_KEPT:
+                    self._fresh_enqueues.clear()
+                fresh = self._fresh_enqueues[job.queue] = FreshEnqueue(job.queue)
+            return fresh.command(job.job_id, job.payload, job.score, job.expires_ms), FreshEnqueue.REPLIES
+        return self._script_command(job), 1
+
+    def _script_command(self, job: Prepared) -> bytes:
         sha = scripts(self.redis).enqueue.sha
         if job.unique_key is not None:
             job_keys, args = _enqueue_call(job)

@@ -93,9 +93,11 @@ class Lane:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
-    async def call(self, packed: bytes, deadline: float | None = None) -> Any:
+    async def call(self, packed: bytes, deadline: float | None = None, replies: int = 1) -> Any:
         """Redis's reply to ``packed``, or ``NOT_ANSWERED``. A Redis error reply (out of memory, no permission,
-        wrong type) raises as it would through the client; past ``deadline`` (the loop's clock), TimeoutError."""
+        wrong type) raises as it would through the client; past ``deadline`` (the loop's clock), TimeoutError.
+        ``packed`` may hold several commands (a MULTI ... EXEC): all ``replies`` are read, the last returned, the
+        first error raised."""
         if self._idle:
             connection = self._idle.pop()
         elif len(self._open) < self._size:
@@ -113,7 +115,7 @@ class Lane:
                 if connection in self._expired:  # the deadline passed while connecting: nothing was sent
                     raise ConnectionError("no connection to Redis within the deadline")
             await connection.send_packed_command(packed, check_health=False)
-            reply = await connection.read_response()
+            reply = await (connection.read_response() if replies == 1 else _read_all(connection, replies))
         except (NoScriptError, ReadOnlyError):
             reply = NOT_ANSWERED  # the ordinary path loads the script / finds the primary
         except ResponseError as error:
@@ -178,6 +180,23 @@ class Lane:
         self._open.discard(connection)
         with contextlib.suppress(Exception):
             await connection.disconnect(nowait=True)
+
+
+async def _read_all(connection: AbstractConnection, replies: int) -> Any:
+    """The last of ``replies`` replies; every one is read (the connection stays in step), the first error raised,
+    one inside EXEC's reply too (a command that failed as it ran: the others ran)."""
+    error: ResponseError | None = None
+    reply = None
+    for _ in range(replies):
+        try:
+            reply = await connection.read_response()
+        except ResponseError as exc:
+            error = error or exc
+    if error is None and isinstance(reply, list):
+        error = next((item for item in reply if isinstance(item, ResponseError)), None)
+    if error is not None:
+        raise error
+    return reply
 
 
 async def run_script(lane: Lane | None, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:

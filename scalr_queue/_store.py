@@ -122,6 +122,46 @@ class PlainEnqueue:
         )  # fmt: skip
 
 
+class FreshEnqueue:
+    """A fresh job's write as one MULTI/EXEC of plain commands, not the ENQUEUE script: the enqueue lane's for a
+    job queued with no option (its id made here, due now, priority 0) and no uniqueness.
+
+    Nothing can hold a fresh job's id (128 random bits), so ENQUEUE's one decision, whether the id exists, is
+    settled before it is sent; the rest are writes, the same as the script's and as atomic. Why: a script call
+    costs Redis 50 µs more than these commands when its caches are cold (a job every few milliseconds), and that
+    time lies between the enqueue and the job's start."""
+
+    __slots__ = ("_format",)
+
+    REPLIES = 8  # MULTI's, one per queued command, EXEC's (the last)
+
+    def __init__(self, queue: str) -> None:
+        ready = keys.ready_key(queue, 0)
+        notify = keys.notify_key(queue)
+        self._format = b"".join(
+            [
+                template("MULTI"),
+                template("PSETEX", SLOT, SLOT, SLOT),  # job key, expiry ms, payload
+                template("ZADD", keys.queue_key(queue), SLOT, SLOT),  # score, id
+                template("ZADD", ready, SLOT, SLOT),
+                template("SADD", keys.QUEUES_KEY, keys.queue_name(queue)),
+                template("RPUSH", notify, "1"),  # due now: a wake-up token, the list capped as ENQUEUE does
+                template("LTRIM", notify, -keys.NOTIFY_CAP, -1),
+                template("EXEC"),
+            ]
+        )
+
+    def command(self, job_id: str, payload: bytes, score_ms: float, expires_ms: int) -> bytes:
+        id_ = job_id.encode()
+        job = JOB_PREFIX + id_
+        expiry = b"%d" % expires_ms
+        score = repr(score_ms).encode()
+        return self._format % (
+            len(job), job, len(expiry), expiry, len(payload), payload,
+            len(score), score, len(id_), id_, len(score), score, len(id_), id_,
+        )  # fmt: skip
+
+
 _JOB_KEYS = (0, 1, 5, 6)  # job, result, once (the job's), unique (the job's)
 _JOB_ARGS = (0, 1, 2, 3, 5)  # expiry, payload, score, id, now
 JOB_PREFIX = keys.JOB_PREFIX.encode()

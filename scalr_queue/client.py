@@ -182,6 +182,7 @@ class Client:
             unique_ttl_ms,
             checked.priority,
             checked.depends_on,
+            fresh=not options,
         )
 
     async def enqueue(

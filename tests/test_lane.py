@@ -8,10 +8,19 @@ import time
 
 import pytest
 import redis.asyncio
+from redis import exceptions as redis_exceptions
 
 from scalr_queue import keys
 from scalr_queue._lane import NOT_ANSWERED, SLOT, Lane, packed, template
-from scalr_queue._store import PlainEnqueue, PlainEnqueueMany, PlainJob, enqueue_call, enqueue_many_call
+from scalr_queue._store import (
+    FreshEnqueue,
+    PlainEnqueue,
+    PlainEnqueueMany,
+    PlainJob,
+    enqueue_call,
+    enqueue_many_call,
+    store_job,
+)
 from scalr_queue.testing import RedisServer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -60,6 +69,49 @@ def test_many_plain_jobs_command_is_the_enqueue_many_call_packed() -> None:
         assert PlainEnqueueMany(SHA, queue).command(5, []) == packed(
             "EVALSHA", SHA, len(job_keys), *job_keys, 5, *args[1:]
         )
+
+
+async def _state(redis: redis.asyncio.Redis, queue: str, job_id: str) -> dict[str, object]:
+    job = keys.job_key(job_id)
+    return {
+        "job": (await redis.type(job), await redis.get(job), round(await redis.pttl(job), -3)),
+        "queued": await redis.zscore(keys.queue_key(queue), job_id),
+        "indexed": await redis.zscore(keys.ready_key(queue, 0), job_id),
+        "queues": await redis.sismember(keys.QUEUES_KEY, keys.queue_name(queue)),
+        "tokens": await redis.lrange(keys.notify_key(queue), 0, -1),
+        "levels": await redis.get(keys.ready_levels_key(queue)),
+    }
+
+
+async def test_a_fresh_jobs_transaction_writes_what_the_enqueue_script_writes(
+    redis: redis.asyncio.Redis, queue: str
+) -> None:
+    """The MULTI/EXEC a job with no option goes as leaves Redis as the ENQUEUE script leaves it, wake-up token
+    and cap included; a key of the wrong type fails it with Redis's error, read whole (the lane goes on)."""
+    lane = Lane(redis.connection_pool)
+    now = int(time.time() * 1000)
+    payload = b'{"f":"noop","k":{"note":"50% off"}}'
+    for n in range(keys.NOTIFY_CAP + 2):
+        job_id = f"job-{n}"
+        replies = await lane.call(
+            FreshEnqueue(queue).command(job_id, payload, now - 0.25, 60_000), None, FreshEnqueue.REPLIES
+        )
+        assert replies[:4] == [b"OK", 1, 1, int(n == 0)]  # PSETEX, the two ZADDs, SADD (new once)
+        await store_job(
+            redis,
+            job_id=f"{job_id}-s",
+            queue=f"{queue}-script",
+            payload=payload,
+            score_ms=now - 0.25,
+            now_ms=now,
+            expires_ms=60_000,
+        )
+        assert await _state(redis, queue, job_id) == await _state(redis, f"{queue}-script", f"{job_id}-s")
+    await redis.set(keys.ready_key(queue, 0), "not a sorted set")
+    with pytest.raises(redis_exceptions.ResponseError, match="WRONGTYPE"):
+        await lane.call(FreshEnqueue(queue).command("x", payload, now, 60_000), None, FreshEnqueue.REPLIES)
+    assert await lane.call(packed("PING")) == b"PONG"
+    await lane.close()
 
 
 def test_a_templates_fixed_arguments_keep_their_percent_signs() -> None:
