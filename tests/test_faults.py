@@ -293,7 +293,8 @@ async def test_a_stalled_redis_says_the_outcome_is_unknown_and_a_down_one_says_n
         monkeypatch.setenv("SCALR_QUEUE_REDIS_TIMEOUT", "0.5")
         reset()
         await scalr_queue.close()
-        await enqueue("echo", value=0, _job_id="before-the-stall")  # connected, its script loaded, before the stall
+        # connected, and the enqueue script loaded, before the stall
+        await enqueue("echo", value=0, _job_id="before-the-stall")
         other = redis.asyncio.Redis.from_url(server.url)
         stall = asyncio.ensure_future(other.execute_command("DEBUG", "SLEEP", "2"))
         await asyncio.sleep(0.2)
