@@ -146,7 +146,8 @@ async def test_purge_removes_waiting_jobs_only(
     """purge QUEUE --yes deletes queued and deferred jobs with their data; a running job finishes."""
     worker = spawn("tests.apps.basic", env={"SCALR_QUEUE_CONCURRENCY": "1"})
     worker.wait_started()
-    running = await enqueue("sleep", seconds=1)
+    # long enough to outlast two CLI runs on a loaded machine: the single slot stays taken, nothing else starts
+    running = await enqueue("sleep", seconds=5)
     assert running is not None
     worker.wait_for(lambda e: e.get("event") == "job_started" and e.get("job_id") == running.job_id)
     waiting = [await enqueue("add", x=i, y=0) for i in range(5)] + [
@@ -155,7 +156,7 @@ async def test_purge_removes_waiting_jobs_only(
     one_line_error(cli("purge", queue), f"purge deletes every waiting job of '{queue}' for good: add --yes")
     assert cli("purge", queue, "--yes").stdout.strip() == f"purged 6 job(s) from {queue}"
     assert all([await redis.exists(f"arq:job:{j.job_id}") == 0 for j in waiting if j])
-    assert await running.result(timeout=10) == 1
+    assert await running.result(timeout=15) == 5
 
 
 async def test_clean_drops_old_results_and_failure_records(redis) -> None:  # type: ignore[no-untyped-def]
