@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -41,7 +41,7 @@ from .runner import Attempt, Runner, now_ms, plan_for
 from .tasks import Task
 
 BATCH = 1000  # jobs per round trip in enqueue_many
-PLAIN_ENQUEUES_KEPT = 1000  # packed ENQUEUE templates, one per (queue, priority) enqueued to
+PLAIN_ENQUEUES_KEPT = 1000  # packed commands kept per kind, one per queue (and priority) enqueued to
 INLINE_KEPT = 10_000  # sync mode keeps the outcomes of this many recent jobs
 
 
@@ -63,9 +63,8 @@ class Prepared:
     unique_ttl_ms: int = 0
     priority: int = 0
     depends_on: tuple[str, ...] = ()
-    fresh: bool = (
-        False  # queued with no option: its id made here, due now, priority 0 (``_store.FreshEnqueue``)
-    )
+    # queued with no option: its id made here, due now, priority 0 (``_store.FreshEnqueue``)
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +92,19 @@ class BatchState:
 # What storing a job did: True stored; False not stored, its ``_job_id`` exists; a str, not stored, that unique
 # job (its id) waits already.
 Stored = bool | str
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _kept(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """``make()``, kept in ``cache`` under ``key``; the cache starts over once it holds ``PLAIN_ENQUEUES_KEPT``
+    (the names come from callers: bounded, whatever they send)."""
+    if len(cache) >= PLAIN_ENQUEUES_KEPT:
+        cache.clear()
+    made = cache[key] = make()
+    return made
 
 
 def _stored(reply: Any) -> Stored:
@@ -163,13 +175,7 @@ class RedisBackend:
         lane = self.lane
         if lane is not None:
             command, replies = self._enqueue_command(job)
-            try:
-                reply = await lane.call(command, deadline, replies)  # bounded by the lane's watchdog
-            except Exception as error:
-                ours = redis_error(self.settings, error, job.job_id)
-                if ours is None:
-                    raise
-                raise ours from None
+            reply = await self._on_lane(lane, command, deadline, job.job_id, replies)
             if reply is not NOT_ANSWERED:
                 return True if replies > 1 else _stored(reply)  # a fresh job's EXEC answered: it is stored
         async with redis_call(self.settings, job_id=job.job_id, until=deadline):
@@ -180,11 +186,9 @@ class RedisBackend:
         """The lane's command for ``job``, packed, and how many replies it gets: a fresh job's transaction, else
         ENQUEUE's call (a plain job's from its queue and priority's template)."""
         if job.fresh and job.unique_key is None:
-            fresh = self._fresh_enqueues.get(job.queue)
-            if fresh is None:
-                if len(self._fresh_enqueues) >= PLAIN_ENQUEUES_KEPT:
-                    self._fresh_enqueues.clear()
-                fresh = self._fresh_enqueues[job.queue] = FreshEnqueue(job.queue)
+            fresh = self._fresh_enqueues.get(job.queue) or _kept(
+                self._fresh_enqueues, job.queue, lambda: FreshEnqueue(job.queue)
+            )
             return fresh.command(job.job_id, job.payload, job.score, job.expires_ms), FreshEnqueue.REPLIES
         return self._script_command(job), 1
 
@@ -193,13 +197,11 @@ class RedisBackend:
         if job.unique_key is not None:
             job_keys, args = _enqueue_call(job)
             return packed("EVALSHA", sha, len(job_keys), *job_keys, *args)
-        template = self._plain_enqueues.get((job.queue, job.priority))
-        if template is None:
-            if len(self._plain_enqueues) >= PLAIN_ENQUEUES_KEPT:
-                self._plain_enqueues.clear()
-            template = self._plain_enqueues[(job.queue, job.priority)] = PlainEnqueue(
-                sha, job.queue, job.priority
-            )
+        template = self._plain_enqueues.get((job.queue, job.priority)) or _kept(
+            self._plain_enqueues,
+            (job.queue, job.priority),
+            lambda: PlainEnqueue(sha, job.queue, job.priority),
+        )
         return template.command(job.job_id, job.payload, job.score, job.now_ms, job.expires_ms)
 
     async def store_many(self, jobs: Sequence[Prepared]) -> list[Stored]:
@@ -227,23 +229,27 @@ class RedisBackend:
         now = max(job.now_ms for job in chunk)
         command = self._plain_enqueue_many(queue).command(now, [_plain(job) for job in chunk])
         deadline = asyncio.get_running_loop().time() + self.settings.redis_timeout
-        try:
-            reply = await lane.call(command, deadline)
-        except Exception as error:
-            ours = redis_error(self.settings, error, chunk[0].job_id)
-            if ours is None:
-                raise
-            raise ours from None
+        reply = await self._on_lane(lane, command, deadline, chunk[0].job_id)
         return None if reply is NOT_ANSWERED else list(reply)
 
     def _plain_enqueue_many(self, queue: str) -> PlainEnqueueMany:
-        command = self._plain_enqueue_manys.get(queue)
-        if command is None:
-            if len(self._plain_enqueue_manys) >= PLAIN_ENQUEUES_KEPT:
-                self._plain_enqueue_manys.clear()
-            sha = scripts(self.redis).enqueue_many.sha
-            command = self._plain_enqueue_manys[queue] = PlainEnqueueMany(sha, queue)
-        return command
+        return self._plain_enqueue_manys.get(queue) or _kept(
+            self._plain_enqueue_manys,
+            queue,
+            lambda: PlainEnqueueMany(scripts(self.redis).enqueue_many.sha, queue),
+        )
+
+    async def _on_lane(
+        self, lane: Lane, command: bytes, deadline: float, job_id: str, replies: int = 1
+    ) -> Any:
+        """The lane's answer to ``command`` (bounded by its watchdog), a Redis failure raised as ours."""
+        try:
+            return await lane.call(command, deadline, replies)
+        except Exception as error:
+            ours = redis_error(self.settings, error, job_id)
+            if ours is None:
+                raise
+            raise ours from None
 
     async def _store_chunk(self, chunk: Sequence[Prepared]) -> list[Any]:
         """The chunk's replies through one pipeline: the plain jobs one call per queue, the others one call each."""
