@@ -16,8 +16,11 @@ from structlog.testing import capture_logs
 
 import scalr_queue
 from scalr_queue import JobFailedError, enqueue, keys, wire
+from scalr_queue.runner import Attempt
 from scalr_queue.testing import RedisServer
 from scalr_queue.worker import Worker, run
+from scalr_queue.worker._background import LeaseKeeper
+from scalr_queue.worker._stop import StopState
 
 
 @pytest.fixture
@@ -123,3 +126,34 @@ def test_run_leaves_no_watchdog_behind(queue: str) -> None:
     for thread in watchdogs:
         thread.join(timeout=5)
     assert not [t for t in watchdogs if t.is_alive()]
+
+
+async def test_a_renewal_that_crossed_its_jobs_finish_reports_no_lost_lease(
+    redis_server: RedisServer,
+) -> None:
+    """A job that ended here while its lease's renewal was on its way (the renewal finds its lease gone, as the
+    finish removed it) is not reported as lost to another worker; a job still running here whose lease is gone is."""
+    ended = Attempt("ended-job", b"ended-job", 0.0, 1, b"{}", 0, counter=1)
+    running = Attempt("running-job", b"running-job", 0.0, 1, b"{}", 0, counter=1)
+    looks = 0
+
+    def attempts() -> dict[bytes, Attempt]:
+        nonlocal looks
+        looks += (
+            1  # the first look sends both; by the reply, the ended job's try is gone (its finish was written)
+        )
+        return {b"ended-job": ended, b"running-job": running} if looks == 1 else {b"running-job": running}
+
+    redis = ArqRedis(host="127.0.0.1", port=redis_server.port)
+    keeper = LeaseKeeper(redis, "worker-1", lease_s=0.03, running=attempts)
+    with capture_logs() as logs:
+        renewing = asyncio.ensure_future(keeper.run(StopState()))
+        for _ in range(200):
+            if keeper.lost:
+                break
+            await asyncio.sleep(0.01)
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+    await redis.aclose()
+    assert looks >= 2
+    assert [e["job_id"] for e in logs if e["event"] == "lease_lost"] == ["running-job"]

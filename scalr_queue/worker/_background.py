@@ -90,8 +90,8 @@ class LeaseKeeper:
             running = self.running()
             for raw in lost:
                 attempt = running.get(raw)
-                if attempt is not None and attempt.outcome is not None:
-                    continue  # its outcome was written as this renewal was sent: nothing was lost
+                if attempt is None or attempt.outcome is not None:
+                    continue  # it ended (its outcome written) while this renewal was on its way: nothing was lost
                 self.lost.add(raw)
                 holder = await self._holder(raw)
                 log.error(
