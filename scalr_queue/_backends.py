@@ -63,7 +63,7 @@ class Prepared:
     unique_ttl_ms: int = 0
     priority: int = 0
     depends_on: tuple[str, ...] = ()
-    # queued with no option: its id made here, due now, priority 0 (``_store.FreshEnqueue``)
+    # queued with no option and no uniqueness: its id made here, due now, priority 0 (``_store.FreshEnqueue``)
     fresh: bool = False
 
 
@@ -177,7 +177,7 @@ class RedisBackend:
             command, replies = self._enqueue_command(job)
             reply = await self._on_lane(lane, command, deadline, job.job_id, replies)
             if reply is not NOT_ANSWERED:
-                return True if replies > 1 else _stored(reply)  # a fresh job's EXEC answered: it is stored
+                return True if job.fresh else _stored(reply)  # a fresh job's EXEC answered: it is stored
         async with redis_call(self.settings, job_id=job.job_id, until=deadline):
             job_keys, args = _enqueue_call(job)
             return _stored(await scripts(self.redis).enqueue(keys=job_keys, args=args))
@@ -185,7 +185,7 @@ class RedisBackend:
     def _enqueue_command(self, job: Prepared) -> tuple[bytes, int]:
         """The lane's command for ``job``, packed, and how many replies it gets: a fresh job's transaction, else
         ENQUEUE's call (a plain job's from its queue and priority's template)."""
-        if job.fresh and job.unique_key is None:
+        if job.fresh:
             fresh = self._fresh_enqueues.get(job.queue) or _kept(
                 self._fresh_enqueues, job.queue, lambda: FreshEnqueue(job.queue)
             )

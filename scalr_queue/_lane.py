@@ -87,9 +87,8 @@ class Lane:
         self._idle: list[AbstractConnection] = []
         self._open: set[AbstractConnection] = set()
         self._deadlines: dict[AbstractConnection, float] = {}  # calls in flight with a deadline (loop time)
-        self._expired: set[AbstractConnection] = (
-            set()
-        )  # closed by the watchdog; their calls raise TimeoutError
+        # closed by the watchdog; their calls raise TimeoutError
+        self._expired: set[AbstractConnection] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -132,9 +131,8 @@ class Lane:
         finally:
             if deadline is not None:
                 del self._deadlines[connection]
-        if not self._lapsed(
-            connection
-        ):  # else closed by the watchdog as its reply came: whole, but not reused
+        # a connection the watchdog closed as its reply came is whole, but not reused
+        if not self._lapsed(connection):
             self._idle.append(connection)
         if isinstance(reply, ResponseError):
             raise reply

@@ -213,19 +213,8 @@ class PlainEnqueueMany:
             level = b"%d" % priority
             parts.append(
                 _PLAIN_JOB
-                % (
-                    len(id_),
-                    id_,
-                    len(payload),
-                    payload,
-                    len(score),
-                    score,
-                    len(expiry),
-                    expiry,
-                    len(level),
-                    level,
-                )
-            )
+                % (len(id_), id_, len(payload), payload, len(score), score, len(expiry), expiry, len(level), level)
+            )  # fmt: skip
         return b"".join(parts)
 
 

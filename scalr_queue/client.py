@@ -182,7 +182,7 @@ class Client:
             unique_ttl_ms,
             checked.priority,
             checked.depends_on,
-            fresh=not options,
+            fresh=not options and unique_key is None,
         )
 
     async def enqueue(
